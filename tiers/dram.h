@@ -34,8 +34,9 @@ typedef struct dram_tier dram_tier;
 int dram_open(uint64_t capacity, uint64_t slot_bytes, kvt_hugepages mode, dram_tier **out);
 void dram_close(dram_tier *t);
 
-/* Fix the slot size. 0; -EBUSY if already set (and different); -EINVAL (bad size, or fewer
- * than one slot fits). */
+/* Fix the slot size and allocate the side tables. 0 (also when set again to the same size);
+ * -EBUSY if already set to another size; -EINVAL (bad size, or fewer than one slot fits);
+ * -ENOMEM (the size stays unset; the call may be retried). */
 int dram_set_slot_bytes(dram_tier *t, uint64_t slot_bytes);
 uint64_t dram_slot_bytes(const dram_tier *t); /* 0 while unset */
 

@@ -11,6 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 void *util_malloc(size_t size);
 void *util_calloc(size_t n, size_t size);
 void *util_realloc(void *p, size_t size);
@@ -52,5 +56,9 @@ static inline void util_list_add_tail(util_list *h, util_list *e)
     h->prev->next = e;
     h->prev = e;
 }
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,0 +1,288 @@
+/*
+ * dram.c — see dram.h.
+ *
+ * Side tables (allocated once the slot size is known; n = n_slots):
+ *
+ *   next[n]   next[s] = the slot after s in its chain, DRAM_END at a chain's tail,
+ *             DRAM_FREE while s is on the free stack (lets asserts catch double frees and
+ *             use of a freed chain; a slot number is therefore < DRAM_FREE)
+ *   free[n]   free[0 .. n_free) is the free stack, free[n_free - 1] its top
+ *
+ * Slot order: a fresh tier's stack is n-1 ... 1 0 (0 on top), and alloc pops a chain's slots
+ * head first, so a fresh tier hands out 0, 1, 2, ... in ascending contiguous runs (one DMA
+ * descriptor per run later). Free pushes a chain back tail first, so the head is on top again
+ * and a same-sized alloc right after gets the same slots in the same order (LIFO keeps the
+ * recently touched, cache- and TLB-warm slots in use).
+ */
+#include "dram.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "util/util.h"
+
+#define DRAM_FREE (UINT32_MAX - 1)
+#define DRAM_HUGE (2ull << 20)       /* the 2 MiB page of MAP_HUGETLB and THP */
+#define DRAM_SLOT_MAX (1ull << 30)   /* largest slot, bytes */
+
+#ifndef MAP_HUGE_SHIFT
+#define MAP_HUGE_SHIFT 26
+#endif
+#ifndef MAP_HUGE_2MB
+#define MAP_HUGE_2MB (21 << MAP_HUGE_SHIFT)
+#endif
+
+struct dram_tier {
+    unsigned char *base; /* [map_bytes], slot s at base + s * slot_bytes */
+    uint64_t map_bytes;
+    uint64_t capacity;   /* as asked for at open, bytes; whole slots are carved from it */
+    uint64_t slot_bytes; /* 0 until set */
+    uint32_t n_slots;
+    uint32_t n_free;
+    uint32_t *next; /* [n_slots] */
+    uint32_t *free; /* [n_slots] */
+    int huge;       /* 1 MAP_HUGETLB, 2 THP advised, 0 none */
+};
+
+static int slot_bytes_valid(uint64_t sb)
+{
+    return sb >= 64 && sb <= DRAM_SLOT_MAX && sb % 64 == 0;
+}
+
+static uint64_t round_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+
+/*
+ * Anonymous mapping of len bytes (a multiple of 2 MiB) whose start is 2 MiB aligned, so that
+ * THP can back every 2 MiB extent of it: map 2 MiB more and cut off the unaligned ends.
+ */
+static void *map_aligned(uint64_t len)
+{
+    unsigned char *raw = mmap(NULL, len + DRAM_HUGE, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED)
+        return NULL;
+    uintptr_t start = ((uintptr_t)raw + DRAM_HUGE - 1) & ~(uintptr_t)(DRAM_HUGE - 1);
+    size_t head = start - (uintptr_t)raw, tail = DRAM_HUGE - head;
+    if (head)
+        munmap(raw, head);
+    if (tail)
+        munmap((unsigned char *)start + len, tail);
+    return (void *)start;
+}
+
+static int map_arena(dram_tier *t, uint64_t capacity, kvt_hugepages mode)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0)
+        page = 4096;
+    if (capacity > UINT64_MAX - 2 * DRAM_HUGE || capacity > (uint64_t)SIZE_MAX / 2)
+        return -ENOMEM;
+
+    if (mode == KVT_HUGEPAGES_OFF) {
+        uint64_t len = round_up(capacity, (uint64_t)page);
+        void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return -ENOMEM;
+        t->base = p;
+        t->map_bytes = len;
+        t->huge = 0;
+        return 0;
+    }
+
+    /* hugetlb pages are reserved at mmap time, so a shortage fails here, not on first touch */
+    uint64_t len = round_up(capacity, DRAM_HUGE);
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_HUGE_2MB, -1, 0);
+    if (p != MAP_FAILED) {
+        t->base = p;
+        t->map_bytes = len;
+        t->huge = 1;
+        return 0;
+    }
+    if (mode == KVT_HUGEPAGES_ON)
+        return -ENOMEM;
+
+    /* AUTO without hugetlb pages: plain pages, 2 MiB aligned and sized so THP can fold all of
+     * them; the slack past capacity is never touched, so it costs address space only. */
+    p = map_aligned(len);
+    if (!p)
+        return -ENOMEM;
+    t->base = p;
+    t->map_bytes = len;
+    t->huge = madvise(p, len, MADV_HUGEPAGE) == 0 ? 2 : 0;
+    return 0;
+}
+
+/* Carve whole slots out of the capacity and build the side tables. 0, -EINVAL, -ENOMEM;
+ * on failure t is unchanged. */
+static int set_slots(dram_tier *t, uint64_t slot_bytes)
+{
+    uint64_t n = t->capacity / slot_bytes;
+    if (n == 0)
+        return -EINVAL;
+    if (n > DRAM_FREE) /* slot numbers stay below the DRAM_FREE / DRAM_END markers */
+        n = DRAM_FREE;
+
+    uint32_t *next = util_malloc((size_t)n * sizeof *next);
+    uint32_t *fr = util_malloc((size_t)n * sizeof *fr);
+    if (!next || !fr)
+        goto fail;
+    for (uint64_t i = 0; i < n; i++) {
+        next[i] = DRAM_FREE;
+        fr[i] = (uint32_t)(n - 1 - i); /* slot 0 on top */
+    }
+    t->next = next;
+    t->free = fr;
+    t->n_slots = (uint32_t)n;
+    t->n_free = (uint32_t)n;
+    t->slot_bytes = slot_bytes;
+    return 0;
+
+fail:
+    util_free(next);
+    util_free(fr);
+    return -ENOMEM;
+}
+
+int dram_open(uint64_t capacity, uint64_t slot_bytes, kvt_hugepages mode, dram_tier **out)
+{
+    dram_tier *t = NULL;
+    int rc;
+
+    if (out)
+        *out = NULL;
+    if (!out || capacity == 0 || (slot_bytes != 0 && !slot_bytes_valid(slot_bytes)) ||
+        (slot_bytes != 0 && capacity < slot_bytes))
+        return -EINVAL;
+    if (mode != KVT_HUGEPAGES_AUTO && mode != KVT_HUGEPAGES_OFF && mode != KVT_HUGEPAGES_ON)
+        return -EINVAL;
+
+    t = util_calloc(1, sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    t->capacity = capacity;
+    rc = map_arena(t, capacity, mode);
+    if (rc)
+        goto fail;
+    if (slot_bytes) {
+        rc = set_slots(t, slot_bytes);
+        if (rc)
+            goto fail;
+    }
+    *out = t;
+    return 0;
+
+fail:
+    dram_close(t);
+    return rc;
+}
+
+void dram_close(dram_tier *t)
+{
+    if (!t)
+        return;
+    if (t->base)
+        munmap(t->base, t->map_bytes);
+    util_free(t->next);
+    util_free(t->free);
+    util_free(t);
+}
+
+int dram_set_slot_bytes(dram_tier *t, uint64_t slot_bytes)
+{
+    if (!t || !slot_bytes_valid(slot_bytes))
+        return -EINVAL;
+    if (t->slot_bytes)
+        return t->slot_bytes == slot_bytes ? 0 : -EBUSY;
+    return set_slots(t, slot_bytes);
+}
+
+uint64_t dram_slot_bytes(const dram_tier *t) { return t->slot_bytes; }
+
+uint32_t dram_slots_for(const dram_tier *t, uint64_t bytes)
+{
+    if (!t->slot_bytes)
+        return 0;
+    uint64_t n = bytes / t->slot_bytes + (bytes % t->slot_bytes != 0);
+    return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+}
+
+int dram_alloc(dram_tier *t, uint64_t bytes, uint32_t *head)
+{
+    if (!t || !head || bytes == 0 || !t->slot_bytes)
+        return -EINVAL;
+    uint32_t need = dram_slots_for(t, bytes);
+    if (need > t->n_free)
+        return -ENOSPC;
+
+    /* pop head first; each popped slot links to the one popped after it */
+    uint32_t first = t->free[--t->n_free], prev = first;
+    assert(t->next[first] == DRAM_FREE);
+    for (uint32_t i = 1; i < need; i++) {
+        uint32_t s = t->free[--t->n_free];
+        assert(t->next[s] == DRAM_FREE);
+        t->next[prev] = s;
+        prev = s;
+    }
+    t->next[prev] = DRAM_END;
+    *head = first;
+    return 0;
+}
+
+void dram_free(dram_tier *t, uint32_t head)
+{
+    assert(head < t->n_slots && t->next[head] != DRAM_FREE);
+    uint32_t len = 0;
+    for (uint32_t s = head; s != DRAM_END; s = t->next[s])
+        len++;
+    assert(len <= t->n_slots - t->n_free);
+
+    /* push tail first so the head ends on top: free[n_free + len - 1 - i] = i-th slot */
+    uint32_t top = t->n_free + len, s = head;
+    while (s != DRAM_END) {
+        uint32_t nx = t->next[s];
+        t->free[--top] = s;
+        t->next[s] = DRAM_FREE;
+        s = nx;
+    }
+    t->n_free += len;
+}
+
+void dram_write(dram_tier *t, uint32_t head, const void *src, uint64_t bytes)
+{
+    const unsigned char *p = src;
+    uint64_t sb = t->slot_bytes;
+    for (uint32_t s = head; bytes; s = t->next[s]) {
+        assert(s < t->n_slots && t->next[s] != DRAM_FREE);
+        uint64_t n = bytes < sb ? bytes : sb;
+        memcpy(t->base + (uint64_t)s * sb, p, n);
+        p += n;
+        bytes -= n;
+    }
+}
+
+void dram_read(const dram_tier *t, uint32_t head, void *dst, uint64_t bytes)
+{
+    unsigned char *p = dst;
+    uint64_t sb = t->slot_bytes;
+    for (uint32_t s = head; bytes; s = t->next[s]) {
+        assert(s < t->n_slots && t->next[s] != DRAM_FREE);
+        uint64_t n = bytes < sb ? bytes : sb;
+        memcpy(p, t->base + (uint64_t)s * sb, n);
+        p += n;
+        bytes -= n;
+    }
+}
+
+uint64_t dram_capacity(const dram_tier *t) { return (uint64_t)t->n_slots * t->slot_bytes; }
+uint64_t dram_used(const dram_tier *t)
+{
+    return (uint64_t)(t->n_slots - t->n_free) * t->slot_bytes;
+}
+uint32_t dram_free_slots(const dram_tier *t) { return t->n_free; }
+void *dram_base(const dram_tier *t) { return t->base; }
+uint64_t dram_map_bytes(const dram_tier *t) { return t->map_bytes; }
+int dram_hugepages(const dram_tier *t) { return t->huge; }
