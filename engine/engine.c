@@ -100,6 +100,7 @@ KVT_EXPORT const char *kvt_strerror(int status)
     case -ERANGE: return "block index outside the lease";
     case -ENODATA: return "a block needed by the put was not given (NULL)";
     case -ENODEV: return "no usable GPU";
+    case -ENOENT: return "not cached";
     case -EIO: return "I/O error";
     case -EAGAIN: return "try again: another operation on this prefix is in flight";
     default: return "unknown kvtier status";
@@ -705,6 +706,61 @@ KVT_EXPORT int kvt_put_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys,
     if (!n_keys)
         return 0;
     return put_units(ns, (const uint32_t *)(const void *)keys, n_keys, blocks, stored);
+}
+
+/* ---------------------------------------------------------------- remove */
+
+static void on_block_removed(void *ctx, radix_node *n, radix_block *b)
+{
+    (void)n;
+    kvt_ns *ns = ctx;
+    block_release(ns, b);
+    ns->eng->blocks_cached--;
+}
+
+static int remove_units(kvt_ns *ns, const uint32_t *units, size_t nb, size_t *removed)
+{
+    kvt_engine *e = ns->eng;
+    radix_path path;
+    int rc;
+    radix_path_init(&path);
+    pthread_mutex_lock(&e->lock);
+    rc = radix_match(ns->tree, units, nb, 0, &path);
+    if (rc == 0 && (nb == 0 || path.blocks != nb))
+        rc = -ENOENT;
+    if (rc == 0) {
+        long n = radix_remove(ns->tree, path.nodes[path.n - 1], path.last_blocks - 1,
+                              on_block_removed, ns);
+        if (n < 0)
+            rc = (int)n;
+        else if (removed)
+            *removed = (size_t)n;
+    }
+    pthread_mutex_unlock(&e->lock);
+    radix_path_free(&path);
+    return rc;
+}
+
+KVT_EXPORT int kvt_remove(kvt_ns *ns, const uint32_t *tokens, size_t n_tokens, size_t *removed)
+{
+    if (removed)
+        *removed = 0;
+    if (!ns || (n_tokens && !tokens))
+        return -EINVAL;
+    if (ns->flags & KVT_NS_KEYS)
+        return KVT_EMODE;
+    return remove_units(ns, tokens, n_tokens / ns->bt, removed);
+}
+
+KVT_EXPORT int kvt_remove_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys, size_t *removed)
+{
+    if (removed)
+        *removed = 0;
+    if (!ns || (n_keys && !keys))
+        return -EINVAL;
+    if (!(ns->flags & KVT_NS_KEYS))
+        return KVT_EMODE;
+    return remove_units(ns, (const uint32_t *)(const void *)keys, n_keys, removed);
 }
 
 /* ---------------------------------------------------------------- stats */

@@ -327,6 +327,25 @@ int kvt_put(kvt_ns *ns, const uint32_t *tokens, size_t n_tokens, const void *con
 int kvt_put_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys, const void *const *blocks,
                  size_t *stored);
 
+/* ---------------------------------------------------------------- remove */
+
+/**
+ * Invalidate a cached prefix's last block and every block cached after it (all sequences
+ * that extend it). Earlier blocks stay cached. Used to delete or overwrite data and to drop
+ * blocks that failed verification.
+ * @param[in]  ns        a token namespace.
+ * @param[in]  tokens    n_tokens token ids naming the prefix; a trailing partial block is
+ *                       ignored; the prefix must be cached in full.
+ * @param[out] removed   blocks removed. May be NULL.
+ * @return 0; -EINVAL; KVT_EMODE; -ENOENT if the prefix is not cached in full (nothing
+ *         removed); -EBUSY if a lease pins, or a put is storing, any block concerned (nothing
+ *         removed).
+ */
+int kvt_remove(kvt_ns *ns, const uint32_t *tokens, size_t n_tokens, size_t *removed);
+
+/** kvt_remove for a KVT_NS_KEYS namespace: keys[n_keys - 1] and everything after it. */
+int kvt_remove_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys, size_t *removed);
+
 /* ---------------------------------------------------------------- stats */
 
 /** Counters since kvt_engine_open. Pass sizeof(kvt_stats): later versions append fields. */
