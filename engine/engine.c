@@ -649,6 +649,9 @@ static int put_units(kvt_ns *ns, const uint32_t *units, size_t nb, const void *c
             break;
         }
     }
+    /* Touch before any trim: a split made by the insert created a new upper node that must
+     * join the LRU list (and get its owner) even if no new block could be stored. */
+    touch_path(ns, &path, false);
     if (got == 0) {
         radix_trim(ns->tree, leaf, 0);
         rc = why;
@@ -656,7 +659,6 @@ static int put_units(kvt_ns *ns, const uint32_t *units, size_t nb, const void *c
     }
     if (got < leaf->n_blocks)
         radix_trim(ns->tree, leaf, (uint32_t)got);
-    touch_path(ns, &path, false);
     pthread_mutex_unlock(&e->lock);
 
     /* The leaf is pending: invisible to matches, never evicted or split. Copy unlocked. */

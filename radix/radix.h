@@ -14,7 +14,9 @@
  *               [depth][last_access][hits|pins][flags][lru link: 2 ptrs][owner*]
  *   data        [units: cap_blocks * bu uint32 | pad to 8][blocks: cap_blocks * radix_block]
  *                ^ units[i*bu .. (i+1)*bu) are block i's units; blocks[i] is its metadata
- *   kids        [radix_kid {first unit, node*}] * cap_kids, sorted by first unit
+ *   kids        [radix_kid {first unit, node*}] * cap_kids, sorted by first unit, siblings
+ *               with an equal first unit by the rest of their first block (bytewise), so
+ *               one binary search finds a child even where all share a first token (BOS)
  *
  * The root is a sentinel with no blocks. A node other than the root has >= 1 block.
  *
@@ -27,15 +29,16 @@
  * Splitting node N at block j creates a new node U holding N's first j blocks; U takes N's
  * place under N's parent and N (keeping its identity, children, LRU position) becomes U's
  * only child with the remaining blocks. Pointers to N stay valid, and U copies N's
- * last_access, hits and pins (a lease that pinned N pinned all of N's blocks).
+ * last_access, hits and pins (a lease that pinned N pinned all of N's blocks). U's owner is
+ * NULL and its lru link unlinked: the caller links it when it touches the path.
  *
  * Pending nodes: radix_insert() adds the new blocks of a sequence as one leaf flagged
  * RADIX_PENDING. Matches and inserts stop before a pending node (it is invisible), and it is
  * never split or evicted. radix_publish() makes it visible.
  *
  * Bytes per cached block: 4*bu bytes of units, sizeof(radix_block) (40) of metadata, plus the
- * node header (~112 bytes), kid entry (16) and allocator rounding shared by a node's blocks.
- * radix_bytes() reports the exact heap bytes the tree asked for.
+ * node header (104 bytes on LP64), kid entry (16) and allocator rounding shared by a node's
+ * blocks. radix_bytes() reports the exact heap bytes the tree asked for.
  *
  * Thread safety: none. The engine serialises all calls on a tree under its lock.
  * Errors: -ENOMEM leaves the tree valid and unchanged (except where stated).
@@ -89,8 +92,8 @@ struct radix_node {
 typedef struct radix_tree radix_tree;
 
 typedef struct radix_hooks {
-    /* Called just before a node's memory is freed (trim to empty, remove, destroy); the
-     * caller unlinks it from its eviction lists. May be NULL. */
+    /* Called just before a node's memory is freed (trim to empty, remove, destroy), never
+     * for the root; the caller unlinks it from its eviction lists. May be NULL. */
     void (*node_free)(void *ctx, radix_node *node);
     void *ctx;
 } radix_hooks;
@@ -106,7 +109,8 @@ typedef struct radix_hooks {
  */
 int radix_create(uint32_t bu, unsigned flags, const radix_hooks *hooks, radix_tree **out);
 
-/* Free every node (calling hooks.node_free on each) and the tree. NULL is a no-op. */
+/* Free every node (calling hooks.node_free on each but the root) and the tree. NULL is a
+ * no-op. */
 void radix_destroy(radix_tree *t);
 
 uint32_t radix_bu(const radix_tree *t);
@@ -141,11 +145,12 @@ void radix_path_free(radix_path *p); /* frees a grown array; the path may be reu
 
 /*
  * Longest prefix of units[0 .. n_blocks*bu) made of whole blocks present and not pending.
- * Fills *path (reset first). With RADIX_SPLIT and a match ending inside a node, that node is
- * split so the path ends on a node boundary (path->last_blocks == nodes[n-1]->n_blocks).
- * Returns the matched block count (== path->blocks) ... as a size_t through path; the status:
- * 0, or -ENOMEM if the path could not grow or the split could not allocate — the path is then
- * still a correct (possibly shorter or not split) prefix match and the tree is valid.
+ * Fills *path (reset first); the matched block count is path->blocks. With RADIX_SPLIT and a
+ * match ending inside a node, that node is split so the path ends on a node boundary
+ * (path->last_blocks == nodes[n-1]->n_blocks). Never computes a key; does not touch
+ * last_access or hits (the caller does). Returns 0, or -ENOMEM if the path could not grow or
+ * the split could not allocate — the path is then still a correct (possibly shorter or not
+ * split) prefix match and the tree is valid.
  */
 int radix_match(radix_tree *t, const uint32_t *units, size_t n_blocks, unsigned flags,
                 radix_path *path);
@@ -158,7 +163,8 @@ int radix_match(radix_tree *t, const uint32_t *units, size_t n_blocks, unsigned 
  * last; *leaf the new leaf, or NULL if every block was already present.
  * Returns 0; -EAGAIN if the walk reached a pending node (another insert is in flight on this
  * prefix: nothing inserted, *leaf NULL, *path the prefix before it); -ENOMEM (nothing
- * inserted, tree unchanged apart from a possible split, which is harmless).
+ * inserted, tree unchanged apart from a possible split, which is harmless; this
+ * implementation allocates before it changes anything, so it leaves no split either).
  */
 int radix_insert(radix_tree *t, const uint32_t *units, size_t n_blocks, radix_path *path,
                  radix_node **leaf);
@@ -171,25 +177,28 @@ void radix_publish(radix_tree *t, radix_node *node);
  * The caller has already released the dropped blocks' tier slots. With keep == 0 the node
  * is unlinked from its parent and freed (hooks.node_free first). Used for eviction (leaf
  * first, one block at a time from the tail) and to shorten a pending leaf that could only
- * partly be stored. Returns 0, or -EINVAL if the node has children or is the root.
- * Never allocates.
+ * partly be stored. keep >= n_blocks changes nothing. Returns 0, or -EINVAL if the node has
+ * children or is the root. Never allocates: a node keeps its buffer until it is freed, so
+ * radix_bytes() only drops when a node goes.
  */
 int radix_trim(radix_tree *t, radix_node *node, uint32_t keep);
 
 /*
  * Remove blocks [from, n_blocks) of `node` and every block below it. Calls fn on each block
  * removed (before its node is freed) so the caller can release slots. Fails with -EBUSY and
- * removes nothing if any node concerned is pinned or pending. from == 0 removes the node.
- * Returns the number of blocks removed (>= 0) or -EBUSY / -EINVAL.
+ * removes nothing if any node concerned is pinned or pending: every node below, and `node`
+ * itself when from < n_blocks. from == 0 removes the node; from == n_blocks only what is
+ * below it (the root: from 0 empties the tree). Never allocates. Returns the number of
+ * blocks removed (>= 0), -EBUSY, or -EINVAL (from > n_blocks).
  */
 long radix_remove(radix_tree *t, radix_node *node, uint32_t from,
                   void (*fn)(void *ctx, radix_node *n, radix_block *b), void *ctx);
 
 /*
- * Check every structural invariant: parent links, kids sorted by first unit with distinct
- * first blocks, kid.first == the kid's first unit, no empty non-root node, depth, block and
- * node counts, keys consistent with the chain. Returns 0, or -1 with *why (static text) set.
- * O(size of the tree): for tests.
+ * Check every structural invariant: parent links, kids in the order above with distinct
+ * first blocks, kid.first == the kid's first unit, no empty non-root node, no kids under a
+ * pending node, depth, block, node and byte counts, keys consistent with the chain.
+ * Returns 0, or -1 with *why (static text) set. O(size of the tree): for tests.
  */
 int radix_check(const radix_tree *t, const char **why);
 
