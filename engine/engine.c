@@ -486,6 +486,7 @@ static int match_units(kvt_ns *ns, const uint32_t *units, size_t nb, size_t *mat
     if (lease_out && got) {
         kvt_lease *l = util_malloc(sizeof *l + got * sizeof(radix_block));
         if (!l) {
+            touch_path(ns, &path, false); /* a split above must still join the LRU list */
             rc = -ENOMEM;
             goto out;
         }
