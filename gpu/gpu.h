@@ -12,6 +12,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Number of usable CUDA devices: 0 without a GPU, a driver, or a CUDA build. */
 int gpu_device_count(void);
 
@@ -20,5 +24,9 @@ int gpu_device_count(void);
 int gpu_host_register(void *p, size_t n);
 /* Undo gpu_host_register. */
 void gpu_host_unregister(void *p);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

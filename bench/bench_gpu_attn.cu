@@ -1,0 +1,308 @@
+/*
+ * bench_gpu_attn — paged decode attention read in place (gpu_attn_run) against, in the same
+ * run: (1) the HBM copy limit (a 1 GiB device-to-device cudaMemcpy, bytes read + written),
+ * (2) gather-then-attend: copy the sequence's paged K/V into contiguous buffers, then attend
+ * over them, and (3) the attend step alone on contiguous K/V.
+ *
+ *   bench_gpu_attn [--quick] [--reps 20] [--bt 16] [--hq 32] [--hkv 8]
+ *
+ * Shape: Llama-3-8B (32 query heads over 8 KV heads, head_dim 128, bf16), block_tokens 16
+ * (--bt), random block permutation. KV bytes = B*L*8*128*2*2 per layer; TB/s = KV bytes /
+ * time. Layers rotate between repetitions so the working set exceeds the 50 MB L2.
+ * Exit 77 without a GPU.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+extern "C" {
+#include "benchutil.h"
+#include "gpu/gpu.h"
+}
+#include "gpu/paged.h"
+
+#define CK(x)                                                                              \
+    do {                                                                                   \
+        cudaError_t e_ = (x);                                                              \
+        if (e_ != cudaSuccess) {                                                           \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+            exit(1);                                                                       \
+        }                                                                                  \
+    } while (0)
+#define CKR(x)                                                                             \
+    do {                                                                                   \
+        int r_ = (x);                                                                      \
+        if (r_) {                                                                          \
+            fprintf(stderr, "%s:%d: %s: %d\n", __FILE__, __LINE__, #x, r_);                \
+            exit(1);                                                                       \
+        }                                                                                  \
+    } while (0)
+
+/* Random bf16 in [-1, 1) from a hash of the index: never zeros, no host round trip. */
+__global__ void fill_kernel(__nv_bfloat16 *p, size_t n, uint32_t seed)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        uint32_t x = (uint32_t)i * 2654435761u ^ seed;
+        x ^= x >> 15;
+        x *= 2246822519u;
+        x ^= x >> 13;
+        p[i] = __float2bfloat16((float)(x >> 8) * (2.0f / 16777216.0f) - 1.0f);
+    }
+}
+
+static uint64_t rs = 0x9E3779B97F4A7C15ull;
+static uint64_t xr(void)
+{
+    rs ^= rs << 13;
+    rs ^= rs >> 7;
+    rs ^= rs << 17;
+    return rs;
+}
+
+struct stat2 {
+    double med_us, p99_us;
+};
+
+/* Time f() reps times with events, after 3 warm-ups. */
+template <typename F> static stat2 time_us(F f, int reps, cudaStream_t st)
+{
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    for (int w = 0; w < 3; w++)
+        f(w);
+    CK(cudaStreamSynchronize(st));
+    double *us = (double *)malloc(reps * sizeof(double));
+    for (int r = 0; r < reps; r++) {
+        CK(cudaEventRecord(a, st));
+        f(r);
+        CK(cudaEventRecord(b, st));
+        CK(cudaEventSynchronize(b));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, a, b));
+        us[r] = ms * 1e3;
+    }
+    stat2 s = {bu_quantile(us, reps, 0.5), bu_quantile(us, reps, 0.99)};
+    free(us);
+    CK(cudaEventDestroy(a));
+    CK(cudaEventDestroy(b));
+    return s;
+}
+
+static void fill(void *p, size_t n_elems, uint32_t seed, cudaStream_t st)
+{
+    fill_kernel<<<1024, 256, 0, st>>>((__nv_bfloat16 *)p, n_elems, seed);
+    CK(cudaGetLastError());
+}
+
+struct cfg {
+    uint32_t B, L, qlen; /* qlen > 1: an extend (prefix hit) call */
+};
+
+int main(int argc, char **argv)
+{
+    if (gpu_device_count() <= 0) {
+        fprintf(stderr, "skip: no GPU\n");
+        return 77;
+    }
+    const bool quick = bu_flag(argc, argv, "--quick");
+    const int reps = (int)bu_opt(argc, argv, "--reps", quick ? 2 : 20);
+    const uint32_t bt = (uint32_t)bu_opt(argc, argv, "--bt", 16);
+    bu_header(argc, argv);
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    cudaStream_t st;
+    CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+
+    /* the physical limit: device-to-device copy, bytes read + written */
+    const size_t cbytes = quick ? (64u << 20) : (1u << 30);
+    void *ca, *cb;
+    CK(cudaMalloc(&ca, cbytes));
+    CK(cudaMalloc(&cb, cbytes));
+    fill(ca, cbytes / 2, 1, st);
+    const stat2 cp = time_us(
+        [&](int) { CK(cudaMemcpyAsync(cb, ca, cbytes, cudaMemcpyDeviceToDevice, st)); }, reps, st);
+    const double copy_tbs = 2.0 * cbytes / (cp.med_us * 1e6);
+    CK(cudaFree(ca));
+    CK(cudaFree(cb));
+    printf("# device %s, %d SMs; HBM copy limit %.0f GB/s (d2d %zu MiB, read+write, median of "
+           "%d)\n",
+           prop.name, prop.multiProcessorCount, copy_tbs * 1e3, cbytes >> 20, reps);
+
+    const uint32_t Hq = (uint32_t)bu_opt(argc, argv, "--hq", 32);
+    const uint32_t H = (uint32_t)bu_opt(argc, argv, "--hkv", 8), D = 128;
+    printf("# Hq=%u Hkv=%u D=%u bf16 block_tokens=%u\n", Hq, H, D, bt);
+    const cfg full[] = {{1, 4096, 1},   {1, 32768, 1}, {8, 4096, 1},  {32, 4096, 1},
+                        {64, 2048, 1},  {128, 1024, 1}, {16, 16384, 1}, {64, 4096, 1},
+                        {1, 4096, 512}, {4, 2048, 128}};
+    const cfg small[] = {{2, 300, 1}, {1, 200, 17}};
+    const cfg *cs = quick ? small : full;
+    const int ncfg = quick ? 2 : (int)(sizeof full / sizeof full[0]);
+
+    printf("%-5s %-6s %-4s %4s %8s %8s %8s %7s %8s %7s %9s %7s %6s %6s\n", "B", "L", "q", "spl",
+           "KV_MiB",
+           "paged_us", "p99_us", "TB/s", "contig_us", "TB/s", "gath+att", "TB/s", "vs_g+a",
+           "vs_cp");
+    for (int ci = 0; ci < ncfg; ci++) {
+        const cfg c = cs[ci];
+        const uint32_t bps = (c.L + bt - 1) / bt; /* blocks per sequence */
+        const size_t layer_bytes = (size_t)c.B * c.L * H * D * 2 * 2;
+        uint32_t layers = (uint32_t)((256ull << 20) / layer_bytes) + 1; /* >= 256 MiB total */
+        if (layers > 8)
+            layers = 8;
+        const uint32_t nblocks = c.B * bps;
+        const size_t slab = (size_t)layers * 2 * bt * H * D; /* elements */
+        void *pool, *q, *out, *ws = NULL;
+        CK(cudaMalloc(&pool, slab * nblocks * 2));
+        fill(pool, slab * nblocks, 7 + ci, st);
+        const uint32_t total_q = c.B * c.qlen;
+        CK(cudaMalloc(&q, (size_t)total_q * Hq * D * 2));
+        CK(cudaMalloc(&out, (size_t)total_q * Hq * D * 2));
+        fill(q, (size_t)total_q * Hq * D, 99 + ci, st);
+        /* block table: a random permutation of the pool */
+        int32_t *perm = (int32_t *)malloc(nblocks * 4), *indptr = (int32_t *)malloc((c.B + 1) * 4);
+        int32_t *lens = (int32_t *)malloc(c.B * 4), *qo = (int32_t *)malloc((c.B + 1) * 4);
+        for (uint32_t i = 0; i < nblocks; i++)
+            perm[i] = (int32_t)i;
+        for (uint32_t i = nblocks - 1; i > 0; i--) {
+            uint32_t j = (uint32_t)(xr() % (i + 1));
+            int32_t t = perm[i];
+            perm[i] = perm[j];
+            perm[j] = t;
+        }
+        for (uint32_t s = 0; s <= c.B; s++) {
+            indptr[s] = (int32_t)(s * bps);
+            qo[s] = (int32_t)(s * c.qlen);
+        }
+        for (uint32_t s = 0; s < c.B; s++)
+            lens[s] = (int32_t)c.L;
+        int32_t *dperm, *dindptr, *dlens, *dqo, *dident;
+        CK(cudaMalloc(&dperm, nblocks * 4));
+        CK(cudaMalloc(&dindptr, (c.B + 1) * 4));
+        CK(cudaMalloc(&dlens, c.B * 4));
+        CK(cudaMalloc(&dqo, (c.B + 1) * 4));
+        CK(cudaMemcpy(dperm, perm, nblocks * 4, cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(dindptr, indptr, (c.B + 1) * 4, cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(dlens, lens, c.B * 4, cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(dqo, qo, (c.B + 1) * 4, cudaMemcpyHostToDevice));
+
+        gpu_attn_params p;
+        memset(&p, 0, sizeof p);
+        p.dtype = KVT_DTYPE_BF16;
+        p.num_qo_heads = Hq;
+        p.num_kv_heads = H;
+        p.head_dim = D;
+        p.block_tokens = bt;
+        p.layers = layers;
+        p.num_blocks = nblocks;
+        p.num_seqs = c.B;
+        p.q = q;
+        p.out = out;
+        p.pool = pool;
+        p.qo_indptr = c.qlen > 1 ? dqo : NULL;
+        p.kv_indptr = dindptr;
+        p.kv_indices = dperm;
+        p.kv_lens = dlens;
+        gpu_attn_plan plan;
+        CKR(gpu_attn_plan_make(&p, total_q, c.qlen, c.L, 0, &plan));
+
+        /* contiguous copy for gather-then-attend: per sequence [L/256 pages][2][256][H][D]
+         * with an identity table, one layer */
+        const uint32_t cbt = 256, cps = (c.L + cbt - 1) / cbt;
+        const size_t cslab = (size_t)2 * cbt * H * D;
+        void *contig;
+        CK(cudaMalloc(&contig, cslab * c.B * cps * 2));
+        CK(cudaMemset(contig, 0, cslab * c.B * cps * 2));
+        int32_t *ident = (int32_t *)malloc(c.B * cps * 4), *cindptr = (int32_t *)malloc((c.B + 1) * 4);
+        for (uint32_t i = 0; i < c.B * cps; i++)
+            ident[i] = (int32_t)i;
+        for (uint32_t s = 0; s <= c.B; s++)
+            cindptr[s] = (int32_t)(s * cps);
+        int32_t *dcindptr;
+        CK(cudaMalloc(&dident, c.B * cps * 4));
+        CK(cudaMalloc(&dcindptr, (c.B + 1) * 4));
+        CK(cudaMemcpy(dident, ident, c.B * cps * 4, cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(dcindptr, cindptr, (c.B + 1) * 4, cudaMemcpyHostToDevice));
+        gpu_attn_params pc = p;
+        pc.block_tokens = cbt;
+        pc.layers = 1;
+        pc.layer = 0;
+        pc.pool = contig;
+        pc.num_blocks = c.B * cps;
+        pc.kv_indptr = dcindptr;
+        pc.kv_indices = dident;
+        gpu_attn_plan planc;
+        CKR(gpu_attn_plan_make(&pc, total_q, c.qlen, c.L, 0, &planc));
+        size_t wsb = plan.workspace_bytes > planc.workspace_bytes ? plan.workspace_bytes
+                                                                  : planc.workspace_bytes;
+        if (wsb)
+            CK(cudaMalloc(&ws, wsb));
+        /* gather lists, per layer: K and V page of every table entry -> contiguous slot */
+        const uint32_t npieces = 2 * nblocks;
+        const uint64_t piece = (uint64_t)bt * H * D * 2;
+        const void **gsrc = (const void **)malloc((size_t)layers * npieces * sizeof(void *));
+        void **gdst = (void **)malloc((size_t)npieces * sizeof(void *));
+        for (uint32_t l = 0; l < layers; l++)
+            for (uint32_t s = 0; s < c.B; s++)
+                for (uint32_t j = 0; j < bps; j++)
+                    for (uint32_t kv = 0; kv < 2; kv++) {
+                        const uint32_t k = (s * bps + j) * 2 + kv;
+                        gsrc[(size_t)l * npieces + k] =
+                            (const char *)pool +
+                            (((size_t)perm[s * bps + j] * layers + l) * 2 + kv) * bt * H * D * 2;
+                        const uint64_t tok = (uint64_t)j * bt; /* token within the sequence */
+                        gdst[k] = (char *)contig +
+                                  (((size_t)s * cps + tok / cbt) * 2 + kv) * cbt * H * D * 2 +
+                                  (tok % cbt) * H * D * 2;
+                    }
+
+        const stat2 tp = time_us(
+            [&](int r) {
+                p.layer = (uint32_t)r % layers;
+                CKR(gpu_attn_run(&p, &plan, ws, wsb, st));
+            },
+            reps, st);
+        const stat2 tc = time_us([&](int) { CKR(gpu_attn_run(&pc, &planc, ws, wsb, st)); }, reps, st);
+        const stat2 tg = time_us(
+            [&](int r) {
+                const uint32_t l = (uint32_t)r % layers;
+                CKR(gpu_copy_blocks(gsrc + (size_t)l * npieces, gdst, npieces, piece, GPU_XFER_SM,
+                                    0, st));
+                CKR(gpu_attn_run(&pc, &planc, ws, wsb, st));
+            },
+            reps, st);
+        CK(cudaStreamSynchronize(st));
+        CK(cudaGetLastError());
+        const double kvb = (double)layer_bytes;
+        printf("%-5u %-6u %-4u %4u %8.1f %8.1f %8.1f %7.2f %8.1f %7.2f %9.1f %7.2f %6.2f %6.2f\n",
+               c.B, c.L, c.qlen, plan.num_splits, kvb / (1 << 20), tp.med_us, tp.p99_us, kvb / (tp.med_us * 1e6),
+               tc.med_us, kvb / (tc.med_us * 1e6), tg.med_us, kvb / (tg.med_us * 1e6),
+               tg.med_us / tp.med_us, kvb / (tp.med_us * 1e6) / copy_tbs);
+        fflush(stdout);
+        if (ws)
+            CK(cudaFree(ws));
+        CK(cudaFree(pool));
+        CK(cudaFree(q));
+        CK(cudaFree(out));
+        CK(cudaFree(contig));
+        CK(cudaFree(dperm));
+        CK(cudaFree(dindptr));
+        CK(cudaFree(dlens));
+        CK(cudaFree(dqo));
+        CK(cudaFree(dident));
+        CK(cudaFree(dcindptr));
+        free(perm), free(indptr), free(lens), free(qo), free(ident), free(cindptr), free(gsrc),
+            free(gdst);
+    }
+    printf("# paged = gpu_attn_run over the random block table (splits chosen by the plan); "
+           "contig = the same kernel over contiguous K/V; gath+att = SM gather of the paged "
+           "K/V into contiguous buffers + contig; TB/s = KV bytes / time; vs_g+a = "
+           "gath+att time / paged time; vs_cp = paged TB/s / HBM copy limit\n");
+    CK(cudaStreamDestroy(st));
+    return 0;
+}
