@@ -1,0 +1,358 @@
+/*
+ * metrics.c — Prometheus /metrics over HTTP (libmicrohttpd, its own thread) and the INFO
+ * text in Redis's format. Both read relaxed atomic counters and kvt_engine_stats().
+ *
+ * /metrics is the operator's view (every tenant, engine-wide figures; bind it to a private
+ * address). INFO is a tenant's view: its own counters, and engine-wide figures only for
+ * tenants with admin = yes, because those reveal other tenants' activity.
+ */
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "srv.h"
+
+/* seconds; +Inf is implicit */
+const double hist_bounds_s[HIST_N] = {0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+                                      0.001,   0.0025,   0.005,   0.01,   0.025,   0.05,
+                                      0.1,     0.25,     0.5,     1.0,    2.5,     5.0,
+                                      10.0,    30.0};
+static const char *hclass_name[HC_N] = {"get", "set", "kvt_match", "kvt_get", "kvt_put", "other"};
+
+void hist_observe(srv_hist *h, uint64_t ns)
+{
+    double s = (double)ns / 1e9;
+    int i = 0;
+    while (i < HIST_N && s > hist_bounds_s[i])
+        i++;
+    atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_ns, ns, memory_order_relaxed);
+}
+
+#define U(v) ((unsigned long long)atomic_load_explicit(&(v), memory_order_relaxed))
+
+static void metric_head(FILE *f, const char *name, const char *type, const char *help)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static char *metrics_text(srv *s, size_t *len)
+{
+    char *buf = NULL;
+    FILE *f = open_memstream(&buf, len);
+    if (!f)
+        return NULL;
+    kvt_stats st;
+    memset(&st, 0, sizeof(st));
+    kvt_engine_stats(s->eng, &st, sizeof(st));
+    srv_config *c = &s->cfg;
+
+    struct { const char *name, *help; size_t off; const char *extra; } per_tenant[] = {
+        {"kvtier_kv_hits_total", "GET/MGET hits on Redis values, by tenant and tier",
+         offsetof(srv_tenant, kv_hits), ",tier=\"dram\""},
+        {"kvtier_kv_misses_total", "GET/MGET misses on Redis values, by tenant",
+         offsetof(srv_tenant, kv_misses), ""},
+        {"kvtier_kv_sets_total", "values stored (SET/MSET), by tenant", offsetof(srv_tenant, kv_sets), ""},
+        {"kvtier_kv_set_failures_total", "SET/MSET that failed (quota, space), by tenant",
+         offsetof(srv_tenant, kv_set_fail), ""},
+        {"kvtier_kv_bytes_written_total", "value bytes stored, by tenant", offsetof(srv_tenant, kv_bytes_in), ""},
+        {"kvtier_kv_bytes_read_total", "value bytes returned, by tenant", offsetof(srv_tenant, kv_bytes_out), ""},
+        {"kvtier_prefix_lookups_total", "KVT.MATCH and KVT.GET calls, by tenant",
+         offsetof(srv_tenant, px_lookups), ""},
+        {"kvtier_prefix_tokens_total", "whole-block tokens asked for by KVT.MATCH/KVT.GET, by tenant",
+         offsetof(srv_tenant, px_tokens), ""},
+        {"kvtier_prefix_hit_tokens_total", "tokens matched by KVT.MATCH/KVT.GET, by tenant and tier",
+         offsetof(srv_tenant, px_hit_tokens), ",tier=\"dram\""},
+        {"kvtier_prefix_miss_tokens_total", NULL, 0, NULL},
+        {"kvtier_prefix_puts_total", "KVT.PUT calls, by tenant", offsetof(srv_tenant, px_puts), ""},
+        {"kvtier_prefix_blocks_stored_total", "KV blocks newly stored by KVT.PUT, by tenant",
+         offsetof(srv_tenant, px_blocks_stored), ""},
+        {"kvtier_prefix_bytes_written_total", "KV bytes stored by KVT.PUT, by tenant",
+         offsetof(srv_tenant, px_bytes_in), ""},
+        {"kvtier_prefix_bytes_read_total", "KV bytes returned by KVT.GET, by tenant",
+         offsetof(srv_tenant, px_bytes_out), ""},
+        {"kvtier_commands_total", "commands run, by tenant", offsetof(srv_tenant, commands), ""},
+        {"kvtier_auth_failures_total", "failed AUTH/HELLO AUTH for an existing user, by tenant",
+         offsetof(srv_tenant, auth_fail), ""},
+    };
+    for (size_t m = 0; m < sizeof(per_tenant) / sizeof(per_tenant[0]); m++) {
+        if (!per_tenant[m].help) { /* misses = asked - matched */
+            metric_head(f, per_tenant[m].name, "counter",
+                        "tokens asked for but not matched, by tenant");
+            for (int i = 0; i < c->n_tenants; i++) {
+                srv_tenant *t = c->tenants[i];
+                unsigned long long a = U(t->px_tokens), h = U(t->px_hit_tokens);
+                fprintf(f, "%s{tenant=\"%s\"} %llu\n", per_tenant[m].name, t->name, a > h ? a - h : 0);
+            }
+            continue;
+        }
+        metric_head(f, per_tenant[m].name, "counter", per_tenant[m].help);
+        for (int i = 0; i < c->n_tenants; i++) {
+            srv_tenant *t = c->tenants[i];
+            _Atomic uint64_t *p = (_Atomic uint64_t *)((char *)t + per_tenant[m].off);
+            fprintf(f, "%s{tenant=\"%s\"%s} %llu\n", per_tenant[m].name, t->name,
+                    per_tenant[m].extra, (unsigned long long)atomic_load_explicit(p, memory_order_relaxed));
+        }
+    }
+    metric_head(f, "kvtier_kv_keys", "gauge",
+                "approximate keys per tenant (written minus deleted; evicted keys count until found)");
+    for (int i = 0; i < c->n_tenants; i++) {
+        long long k = (long long)atomic_load(&c->tenants[i]->keys);
+        fprintf(f, "kvtier_kv_keys{tenant=\"%s\"} %lld\n", c->tenants[i]->name, k < 0 ? 0 : k);
+    }
+    metric_head(f, "kvtier_tenant_quota_bytes", "gauge", "per-tenant quota by tier (0 = none)");
+    for (int i = 0; i < c->n_tenants; i++)
+        fprintf(f, "kvtier_tenant_quota_bytes{tenant=\"%s\",tier=\"dram\"} %llu\n",
+                c->tenants[i]->name, (unsigned long long)c->tenants[i]->quota_dram);
+
+    metric_head(f, "kvtier_command_duration_seconds", "histogram",
+                "time to run a command, reply queued (network time excluded), by command class");
+    for (int h = 0; h < HC_N; h++) {
+        srv_hist *hi = &s->hist[h];
+        unsigned long long cum = 0;
+        for (int b = 0; b < HIST_N; b++) {
+            cum += U(hi->bucket[b]);
+            fprintf(f, "kvtier_command_duration_seconds_bucket{cmd=\"%s\",le=\"%g\"} %llu\n",
+                    hclass_name[h], hist_bounds_s[b], cum);
+        }
+        cum += U(hi->bucket[HIST_N]);
+        fprintf(f, "kvtier_command_duration_seconds_bucket{cmd=\"%s\",le=\"+Inf\"} %llu\n",
+                hclass_name[h], cum);
+        fprintf(f, "kvtier_command_duration_seconds_sum{cmd=\"%s\"} %.9f\n", hclass_name[h],
+                (double)U(hi->sum_ns) / 1e9);
+        fprintf(f, "kvtier_command_duration_seconds_count{cmd=\"%s\"} %llu\n", hclass_name[h],
+                U(hi->count));
+    }
+
+    struct { const char *name, *type, *help; unsigned long long v; } g[] = {
+        {"kvtier_engine_blocks_evicted_total", "counter",
+         "blocks dropped to make room (engine-wide; the engine has no per-tenant counter yet)",
+         (unsigned long long)st.blocks_evicted},
+        {"kvtier_engine_blocks_stored_total", "counter", "blocks newly stored (engine-wide)",
+         (unsigned long long)st.blocks_stored},
+        {"kvtier_engine_tier_read_bytes_total", "counter",
+         "bytes copied out of the tiers (tier=dram: the only tier of this engine version)",
+         (unsigned long long)st.bytes_read},
+        {"kvtier_engine_tier_written_bytes_total", "counter", "bytes copied into the tiers (dram)",
+         (unsigned long long)st.bytes_written},
+        {"kvtier_engine_lookups_total", "counter", "engine lookups with a lease", (unsigned long long)st.lookups},
+        {"kvtier_engine_lookup_tokens_total", "counter", "units asked for by engine lookups",
+         (unsigned long long)st.lookup_tokens},
+        {"kvtier_engine_hit_tokens_total", "counter", "units matched by engine lookups",
+         (unsigned long long)st.hit_tokens},
+        {"kvtier_engine_blocks_cached", "gauge", "blocks cached now", (unsigned long long)st.blocks_cached},
+        {"kvtier_engine_tier_capacity_bytes", "gauge", "tier capacity (dram)", (unsigned long long)st.dram_capacity},
+        {"kvtier_engine_tier_used_bytes", "gauge", "tier bytes in use (dram, whole slots)",
+         (unsigned long long)st.dram_used},
+        {"kvtier_engine_index_bytes", "gauge", "heap bytes of the prefix index", (unsigned long long)st.index_bytes},
+        {"kvtier_engine_leases_open", "gauge", "leases (pinned reads) open now", (unsigned long long)st.leases_open},
+        {"kvtier_engine_namespaces", "gauge", "engine namespaces open", (unsigned long long)st.namespaces},
+        {"kvtier_connected_clients", "gauge", "client connections open", (unsigned long long)atomic_load(&s->n_clients)},
+        {"kvtier_connections_received_total", "counter", "connections accepted", U(s->conn_total)},
+        {"kvtier_connections_rejected_total", "counter", "connections refused at maxclients", U(s->conn_rejected)},
+        {"kvtier_connections_idle_closed_total", "counter", "connections closed by the idle timeout", U(s->idle_closed)},
+        {"kvtier_net_input_bytes_total", "counter", "bytes read from clients", U(s->net_in)},
+        {"kvtier_net_output_bytes_total", "counter", "bytes written to clients", U(s->net_out)},
+        {"kvtier_commands_processed_total", "counter", "commands received (all tenants)", U(s->cmds_total)},
+        {"kvtier_command_errors_total", "counter", "unknown commands, arity and auth errors", U(s->cmd_errors)},
+        {"kvtier_protocol_errors_total", "counter", "malformed requests (connection closed)", U(s->proto_errors)},
+        {"kvtier_commands_offloaded_total", "counter", "large commands run on worker threads", U(s->offloaded)},
+        {"kvtier_deferred_removals_total", "counter",
+         "replaced values whose blocks were pinned by a reader and removed later", U(s->deferred_removals)},
+    };
+    for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
+        metric_head(f, g[i].name, g[i].type, g[i].help);
+        if (strstr(g[i].name, "_tier_"))
+            fprintf(f, "%s{tier=\"dram\"} %llu\n", g[i].name, g[i].v);
+        else
+            fprintf(f, "%s %llu\n", g[i].name, g[i].v);
+    }
+    metric_head(f, "kvtier_uptime_seconds", "gauge", "seconds since start");
+    fprintf(f, "kvtier_uptime_seconds %.3f\n", (double)(now_ms_real() - s->start_ms) / 1000.0);
+    metric_head(f, "kvtier_build_info", "gauge", "the engine version");
+    fprintf(f, "kvtier_build_info{version=\"%s\"} 1\n", kvt_version());
+    fclose(f);
+    return buf;
+}
+
+static enum MHD_Result on_http(void *cls, struct MHD_Connection *conn, const char *url,
+                               const char *method, const char *version, const char *upload,
+                               size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    (void)upload;
+    (void)upload_size;
+    (void)con_cls;
+    srv *s = cls;
+    struct MHD_Response *r;
+    unsigned code;
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        static const char m[] = "only GET /metrics\n";
+        r = MHD_create_response_from_buffer(sizeof(m) - 1, (void *)m, MHD_RESPMEM_PERSISTENT);
+        code = MHD_HTTP_METHOD_NOT_ALLOWED;
+    } else if (strcmp(url, "/metrics") == 0) {
+        size_t len = 0;
+        char *txt = metrics_text(s, &len);
+        if (!txt)
+            return MHD_NO;
+        r = MHD_create_response_from_buffer(len, txt, MHD_RESPMEM_MUST_FREE);
+        MHD_add_response_header(r, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+        code = MHD_HTTP_OK;
+    } else {
+        static const char m[] = "not found: metrics are at /metrics\n";
+        r = MHD_create_response_from_buffer(sizeof(m) - 1, (void *)m, MHD_RESPMEM_PERSISTENT);
+        code = MHD_HTTP_NOT_FOUND;
+    }
+    if (!r)
+        return MHD_NO;
+    enum MHD_Result ret = MHD_queue_response(conn, code, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+int metrics_start(srv *s)
+{
+    if (s->cfg.metrics_port <= 0)
+        return 0;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_PASSIVE};
+    struct addrinfo *ai = NULL;
+    char port[16];
+    snprintf(port, sizeof(port), "%d", s->cfg.metrics_port);
+    int g = getaddrinfo(s->cfg.metrics_bind, port, &hints, &ai);
+    if (g) {
+        srv_log(s, 0, "metrics_bind '%s': %s", s->cfg.metrics_bind, gai_strerror(g));
+        return -1;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    if (ai->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    struct MHD_Daemon *d = MHD_start_daemon(flags, (uint16_t)s->cfg.metrics_port, NULL, NULL,
+                                            on_http, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
+                                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
+                                            MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!d) {
+        srv_log(s, 0, "could not serve /metrics on %s:%d", s->cfg.metrics_bind, s->cfg.metrics_port);
+        return -1;
+    }
+    s->metrics_daemon = d;
+    srv_log(s, 1, "Prometheus metrics on http://%s:%d/metrics", s->cfg.metrics_bind,
+            s->cfg.metrics_port);
+    return 0;
+}
+
+void metrics_stop(srv *s)
+{
+    if (s->metrics_daemon)
+        MHD_stop_daemon(s->metrics_daemon);
+    s->metrics_daemon = NULL;
+}
+
+/* ---------------------------------------------------------------- INFO */
+
+static int want(const char *sec, const char *name, int in_default)
+{
+    if (!strcasecmp(sec, "all") || !strcasecmp(sec, "everything"))
+        return 1;
+    if (!strcasecmp(sec, "default"))
+        return in_default;
+    return !strcasecmp(sec, name);
+}
+
+char *info_text(srv *s, srv_tenant *t, const char *sec, size_t *len)
+{
+    char *buf = NULL;
+    FILE *f = open_memstream(&buf, len);
+    if (!f)
+        return NULL;
+    kvt_stats st;
+    memset(&st, 0, sizeof(st));
+    kvt_engine_stats(s->eng, &st, sizeof(st));
+    uint64_t up = (now_ms_real() - s->start_ms) / 1000;
+    int first = 1;
+#define SECTION(name) fprintf(f, "%s# %s\r\n", first ? "" : "\r\n", name), first = 0
+    if (want(sec, "server", 1)) {
+        struct utsname un;
+        uname(&un);
+        SECTION("Server");
+        fprintf(f, "redis_version:7.0.0\r\nkvtier_version:%s\r\nredis_mode:standalone\r\n"
+                   "os:%s %s %s\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:%d\r\n"
+                   "tcp_port:%d\r\nuptime_in_seconds:%llu\r\nuptime_in_days:%llu\r\n"
+                   "executable:kvtier\r\nconfig_file:%s\r\nio_threads_active:0\r\n"
+                   "kvtier_workers:%d\r\n",
+                kvt_version(), un.sysname, un.release, un.machine, (int)getpid(), s->cfg.port,
+                (unsigned long long)up, (unsigned long long)(up / 86400), s->cfg.config_file,
+                s->cfg.workers);
+    }
+    if (want(sec, "clients", 1)) {
+        SECTION("Clients");
+        fprintf(f, "connected_clients:%lld\r\nmaxclients:%d\r\nblocked_clients:0\r\n",
+                (long long)atomic_load(&s->n_clients), s->cfg.maxclients);
+    }
+    if (want(sec, "memory", 1)) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        SECTION("Memory");
+        if (t && t->admin)
+            fprintf(f, "used_memory:%llu\r\n", (unsigned long long)st.dram_used);
+        fprintf(f, "used_memory_rss:%llu\r\nmaxmemory:%llu\r\nmaxmemory_policy:allkeys-lru\r\n"
+                   "tenant_maxmemory:%llu\r\n",
+                (unsigned long long)ru.ru_maxrss * 1024ull, (unsigned long long)st.dram_capacity,
+                (unsigned long long)(t ? t->quota_dram : 0));
+    }
+    if (want(sec, "persistence", 1)) {
+        SECTION("Persistence");
+        fprintf(f, "loading:0\r\naof_enabled:0\r\nrdb_bgsave_in_progress:0\r\n"
+                   "kvtier_catalog:none (this engine version keeps no catalog; restarts are cold)\r\n");
+    }
+    if (want(sec, "stats", 1)) {
+        SECTION("Stats");
+        unsigned long long hits = t ? U(t->kv_hits) : 0, miss = t ? U(t->kv_misses) : 0;
+        fprintf(f, "total_connections_received:%llu\r\ntotal_commands_processed:%llu\r\n"
+                   "rejected_connections:%llu\r\ntotal_net_input_bytes:%llu\r\n"
+                   "total_net_output_bytes:%llu\r\nkeyspace_hits:%llu\r\nkeyspace_misses:%llu\r\n"
+                   "tenant_prefix_lookups:%llu\r\ntenant_prefix_tokens:%llu\r\n"
+                   "tenant_prefix_hit_tokens:%llu\r\n",
+                U(s->conn_total), t ? U(t->commands) : 0, U(s->conn_rejected), U(s->net_in),
+                U(s->net_out), hits, miss, t ? U(t->px_lookups) : 0, t ? U(t->px_tokens) : 0,
+                t ? U(t->px_hit_tokens) : 0);
+        if (t && t->admin)
+            fprintf(f, "evicted_keys:0\r\nevicted_blocks:%llu\r\n",
+                    (unsigned long long)st.blocks_evicted);
+    }
+    if (want(sec, "replication", 1)) {
+        SECTION("Replication");
+        fprintf(f, "role:master\r\nconnected_slaves:0\r\n");
+    }
+    if (want(sec, "kvtier", 1)) {
+        SECTION("Kvtier");
+        fprintf(f, "tenant:%s\r\ntiers:dram\r\ndram_capacity:%llu\r\nkv_block_bytes:%llu\r\n"
+                   "max_value_bytes:%llu\r\nnamespaces:%u\r\n",
+                t ? t->name : "", (unsigned long long)st.dram_capacity,
+                (unsigned long long)s->cfg.kv_block_bytes, (unsigned long long)s->cfg.max_value_bytes,
+                t ? t->n_ns : 0);
+        if (t && t->admin)
+            fprintf(f, "dram_used:%llu\r\nblocks_cached:%llu\r\nleases_open:%llu\r\n",
+                    (unsigned long long)st.dram_used, (unsigned long long)st.blocks_cached,
+                    (unsigned long long)st.leases_open);
+    }
+    if (want(sec, "keyspace", 1)) {
+        SECTION("Keyspace");
+        long long k = t ? (long long)atomic_load(&t->keys) : 0;
+        if (k > 0)
+            fprintf(f, "db0:keys=%lld,expires=0,avg_ttl=0\r\n", k);
+    }
+#undef SECTION
+    fclose(f);
+    return buf;
+}
