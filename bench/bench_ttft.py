@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""bench_ttft: time to first token with an 8k-token prefix recomputed, in kvtier's DRAM tier,
+or resident in GPU memory, on a random-weight Llama-3-8B-shaped model (bf16, one GPU).
+
+    KVTIER_LIB=build-dev/libkvtier.so PYTHONPATH=python python3 bench/bench_ttft.py
+
+Model: LlamaForCausalLM built from a configuration (32 layers, hidden 4096, 32 query / 8 KV
+heads, head dim 128, MLP 14336, vocab 128256) with random weights: nothing is downloaded.
+The prompt is --prefix cached tokens followed by --suffix new ones (batch 1).
+
+TTFT (CUDA-synchronised wall time from token ids to the first token's id on the host;
+median of --reps runs after --warmup):
+  recompute  prefill of the whole prompt (no cache)
+  dram       kvtier lookup, parallel kvt_read_contig into pinned host memory with chunked
+             host->GPU copies, block->per-layer K/V on the GPU, prefill of the suffix only
+  hbm        the prefix's blocks already resident in GPU memory (kvtier blocks loaded once
+             into the integration's HBMBlockCache tensor): kvtier lookup, gather, per-layer
+             K/V, prefill of the suffix only
+  nvme       only if the loaded libkvtier exports an nvme tier through kvtier.h
+Then checks that greedy generation with the cached prefix gives the same tokens, and logits
+within bf16 tolerance, as generation without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "python"))
+
+import torch  # noqa: E402
+
+import kvtier  # noqa: E402
+from kvtier.hf import PrefixCache, new_dynamic_cache  # noqa: E402
+
+
+def parse():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--prefix", type=int, default=8192)
+    p.add_argument("--suffix", type=int, default=64)
+    p.add_argument("--layers", type=int, default=32)
+    p.add_argument("--hidden", type=int, default=4096)
+    p.add_argument("--heads", type=int, default=32)
+    p.add_argument("--kv-heads", type=int, default=8)
+    p.add_argument("--intermediate", type=int, default=14336)
+    p.add_argument("--vocab", type=int, default=128256)
+    p.add_argument("--block-tokens", type=int, default=16)
+    p.add_argument("--threads", type=int, nargs="+", default=[8, 16])
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--new-tokens", type=int, default=16)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--json", default=None, help="write the figures here")
+    p.add_argument("--quick", action="store_true", help="a 2-layer model, 1k prefix (smoke test)")
+    a = p.parse_args()
+    if a.quick:
+        a.prefix, a.layers, a.vocab, a.reps, a.warmup, a.new_tokens = 1024, 2, 32000, 3, 1, 4
+    return a
+
+
+def sync():
+    torch.cuda.synchronize()
+
+
+def timed(fn, warmup, reps):
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(reps):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    ts.sort()
+    return statistics.median(ts), ts[-1], ts
+
+
+def main():
+    a = parse()
+    if not torch.cuda.is_available():
+        print("bench_ttft: no CUDA device; skipped")
+        return 77
+    from transformers import LlamaConfig, LlamaForCausalLM
+    import transformers
+
+    torch.manual_seed(a.seed)
+    dev = torch.device("cuda")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=HERE).stdout.strip() or "unknown"
+    print(f"# bench_ttft commit {commit} | {torch.cuda.get_device_name()} | torch {torch.__version__} | "
+          f"transformers {transformers.__version__} | libkvtier {kvtier.version()} | {platform.node()} | "
+          f"args {vars(a)}", flush=True)
+    cfg = LlamaConfig(vocab_size=a.vocab, hidden_size=a.hidden, intermediate_size=a.intermediate,
+                      num_hidden_layers=a.layers, num_attention_heads=a.heads, num_key_value_heads=a.kv_heads,
+                      head_dim=a.hidden // a.heads, max_position_embeddings=max(8192, 2 * (a.prefix + a.suffix)),
+                      pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    try:
+        cfg._attn_implementation = "sdpa"
+    except Exception:  # the default where available
+        pass
+    t0 = time.perf_counter()
+    torch.set_default_dtype(torch.bfloat16)
+    with dev:
+        model = LlamaForCausalLM(cfg).eval()
+    torch.set_default_dtype(torch.float32)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"model: {params / 1e9:.2f} B params bf16, built in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    g = torch.Generator().manual_seed(a.seed)
+    prefix = torch.randint(3, a.vocab, (1, a.prefix), generator=g)
+    suffix = torch.randint(3, a.vocab, (1, a.suffix), generator=g)
+    ids = torch.cat([prefix, suffix], 1).to(dev)
+
+    lay = kvtier.Layout.from_model_config(cfg, dtype=torch.bfloat16, block_tokens=a.block_tokens)
+    prefix_bytes = a.prefix * lay.bytes_per_token
+    cache = kvtier.Cache(dram_bytes=int(prefix_bytes * 1.5) + (64 << 20))
+    ns = cache.namespace(f"llama3-8b-shape-random-seed{a.seed}", lay)
+    print(f"kv: {lay.bytes_per_token // 1024} KiB/token, block {lay.block_bytes >> 20} MiB, prefix "
+          f"{prefix_bytes / 2**30:.2f} GiB; kvtier features {kvtier.features()}", flush=True)
+
+    # Physical limits in this run: pinned host->GPU copy of the prefix's size.
+    hbuf = torch.empty(prefix_bytes, dtype=torch.uint8, pin_memory=True)
+    dbuf = torch.empty(prefix_bytes, dtype=torch.uint8, device=dev)
+    def h2d_copy():
+        dbuf.copy_(hbuf, non_blocking=True)
+        sync()
+
+    h2d, _, _ = timed(h2d_copy, 2, 5)
+    del dbuf
+    print(f"pinned host->GPU {prefix_bytes / h2d / 1e9:.1f} GB/s ({h2d * 1e3:.1f} ms for the prefix)", flush=True)
+
+    rows = []
+
+    def first_token_recompute():
+        out = model(input_ids=ids, past_key_values=new_dynamic_cache(model), use_cache=True, logits_to_keep=1)
+        return int(out.logits[0, -1].argmax())
+
+    with torch.no_grad():
+        med, worst, _ = timed(first_token_recompute, a.warmup, a.reps)
+    rows.append(("recompute", a.prefix + a.suffix, med, worst, None, ""))
+    print(f"recompute done: {med * 1e3:.1f} ms", flush=True)
+
+    # Store the prefix once (the store path: GPU -> pinned -> kvt_put), measured once.
+    store_pc = PrefixCache(model, cache, ns, threads=16)
+    store_pc.reserve(a.prefix + a.suffix)
+    sync()
+    t0 = time.perf_counter()
+    store_pc.prefill(prefix.to(dev))
+    sync()
+    store_s = time.perf_counter() - t0
+    print(f"stored {store_pc.last.stored_blocks} blocks: prefill+store {store_s * 1e3:.0f} ms "
+          f"(store part {store_pc.last.store_s * 1e3:.0f} ms)", flush=True)
+    assert ns.match(ids[0, : a.prefix]) == a.prefix
+
+    loads = {}
+    for th in a.threads:
+        pc = PrefixCache(model, cache, ns, threads=th)
+        pc.reserve(a.prefix + a.suffix)
+
+        def ttft_dram(pc=pc):
+            out = pc.prefill(ids, store=False)
+            tok = int(out.logits[0, -1].argmax())
+            assert pc.last.cached_tokens == a.prefix
+            return tok
+
+        with torch.no_grad():
+            med, worst, _ = timed(ttft_dram, a.warmup, a.reps)
+            lt = []
+            for _ in range(3):
+                sync()
+                pc.load(ids)
+                sync()
+                lt.append(pc.last.load_s)
+        loads[th] = statistics.median(lt)
+        rows.append((f"dram ({th} threads)", a.suffix, med, worst, loads[th],
+                     f"load {prefix_bytes / loads[th] / 1e9:.1f} GB/s"))
+        print(f"dram {th} threads done: {med * 1e3:.1f} ms", flush=True)
+
+    hbm_pc = PrefixCache(model, cache, ns, threads=16, hbm_bytes=int(prefix_bytes * 1.1))
+    hbm_pc.reserve(a.prefix + a.suffix)
+    with torch.no_grad():
+        hbm_pc.load(ids)  # loads once from DRAM into the HBM block tensor
+        assert hbm_pc.last.dram_blocks == a.prefix // a.block_tokens
+
+        def ttft_hbm():
+            out = hbm_pc.prefill(ids, store=False)
+            assert hbm_pc.last.hbm_blocks == a.prefix // a.block_tokens, hbm_pc.last
+            return int(out.logits[0, -1].argmax())
+
+        med, worst, _ = timed(ttft_hbm, a.warmup, a.reps)
+        lt = []
+        for _ in range(3):
+            sync()
+            hbm_pc.load(ids)
+            sync()
+            lt.append(hbm_pc.last.load_s)
+    rows.append(("hbm (resident)", a.suffix, med, worst, statistics.median(lt), "gather + per-layer K/V"))
+    nvme = [k for k, v in kvtier.features().items() if v]
+    nvme_note = ("not measured: the nvme tier is not in kvtier.h / the loaded library"
+                 if not nvme else f"not measured: bound {nvme}, bench path not written")
+
+    # Greedy generation with vs without the cached prefix.
+    gen = dict(max_new_tokens=a.new_tokens, do_sample=False, pad_token_id=0, eos_token_id=None,
+               output_logits=True, return_dict_in_generate=True)
+    with torch.no_grad():
+        ref = model.generate(ids, **gen)
+        pc = PrefixCache(model, cache, ns, threads=16)
+        got = pc.generate(ids, store=False, **gen)
+    assert pc.last.cached_tokens == a.prefix
+    same = torch.equal(ref.sequences, got.sequences)
+    lr = torch.stack([x.float() for x in ref.logits])
+    lg = torch.stack([x.float() for x in got.logits])
+    n_same = int((ref.sequences[0, ids.shape[1]:] == got.sequences[0, ids.shape[1]:]).cumprod(0).sum())
+    first_rel = float((lr[0] - lg[0]).norm() / lr[0].norm())
+    k = max(1, n_same)
+    rel = float((lr[:k] - lg[:k]).norm() / lr[:k].norm())
+    maxabs = float((lr[:k] - lg[:k]).abs().max())
+    top2 = lr[0, 0].topk(2).values
+    margin = float(top2[0] - top2[1])
+
+    base = rows[0][2]
+    print()
+    print(f"TTFT, prompt {a.prefix}+{a.suffix} tokens, Llama-3-8B shape bf16, batch 1 "
+          f"(median of {a.reps} after {a.warmup} warm-up; ms)")
+    print(f"{'prefix held in':<22}{'computed':>9}{'TTFT':>10}{'max':>10}{'KV load':>10}{'vs recompute':>14}  note")
+    for name, comp, med, worst, load, note in rows:
+        ld = f"{load * 1e3:.1f}" if load is not None else "-"
+        print(f"{name:<22}{comp:>9}{med * 1e3:>10.1f}{worst * 1e3:>10.1f}{ld:>10}{base / med:>13.2f}x  {note}")
+    print(f"{'nvme':<22}{'-':>9}{'-':>10}{'-':>10}{'-':>10}{'-':>14}  {nvme_note}")
+    print(f"peer/limit: pinned host->GPU {prefix_bytes / h2d / 1e9:.1f} GB/s = {h2d * 1e3:.1f} ms for the "
+          f"{prefix_bytes / 2**30:.2f} GiB prefix; store (GPU->pinned->kvt_put) {store_pc.last.store_s * 1e3:.0f} ms")
+    print(f"greedy {a.new_tokens} tokens with vs without the cached prefix: tokens "
+          f"{'IDENTICAL' if same else f'differ after {n_same}'}; logits rel. error first step {first_rel:.2e}, "
+          f"over {k} steps {rel:.2e} (max abs {maxabs:.3f}); first-step top-2 margin {margin:.3f}")
+    res = dict(args=vars(a), commit=commit, gpu=torch.cuda.get_device_name(), rows=[
+        dict(name=r[0], computed=r[1], ttft_ms=r[2] * 1e3, max_ms=r[3] * 1e3,
+             load_ms=None if r[4] is None else r[4] * 1e3, speedup=base / r[2]) for r in rows],
+        h2d_gbs=prefix_bytes / h2d / 1e9, tokens_identical=same, same_prefix_tokens=n_same,
+        logits_rel_first=first_rel, logits_rel=rel, logits_maxabs=maxabs, top2_margin=margin,
+        nvme=nvme_note)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
+    ok = same or rel < 2e-2
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
