@@ -2,9 +2,8 @@
  * engine.c — the facade: ties the prefix index (radix/), the DRAM tier (tiers/), the LRU
  * policy (evict/) and CUDA host pinning (gpu/) into the public API of kvtier.h.
  *
- * Ownership:  kvt_engine ─┬─ dram_tier (arena, slots)
- *                         ├─ tenants: name, quota, bytes held, LRU list of radix nodes
- *                         └─ namespaces: name, tenant*, layout, radix_tree (one per ns)
+ * Ownership and the persistent tiers: engine/internal.h; tiering in tiering.c, warm restart
+ * in restart.c. This file keeps the DRAM-only path exactly as it was before the tiers.
  *
  * Locking: one mutex (eng->lock) guards everything above. Byte copies run outside it:
  *  - put: insert the new blocks as a pending leaf (invisible, unevictable), allocate their
@@ -22,65 +21,11 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
-#include "evict/lru.h"
+#include "engine/internal.h"
 #include "gpu/gpu.h"
-#include "kvtier/kvtier.h"
-#include "radix/radix.h"
-#include "tiers/dram.h"
-#include "util/util.h"
-
-#define KVT_EXPORT __attribute__((visibility("default")))
-
-struct kvt_options {
-    uint64_t dram_bytes;
-    uint64_t dram_slot_bytes;
-    kvt_hugepages hugepages;
-    int cuda_pin;
-};
-
-typedef struct tenant {
-    char *name;
-    uint64_t quota; /* DRAM bytes, 0 = no limit */
-    uint64_t used;  /* DRAM bytes held (whole slots) */
-    evict_lru lru;
-    struct tenant *next;
-} tenant;
-
-struct kvt_ns {
-    kvt_engine *eng;
-    char *name;
-    tenant *tn;
-    kvt_layout layout;
-    unsigned flags;
-    uint32_t bt;          /* tokens per block (1 for key namespaces' accounting) */
-    uint64_t block_bytes; /* bytes of one block in the documented block layout */
-    radix_tree *tree;
-    struct kvt_ns *next;
-};
-
-struct kvt_engine {
-    pthread_mutex_t lock;
-    dram_tier *dram;
-    int cuda_pinned;
-    tenant *tenants;
-    kvt_ns *nss;
-    uint64_t clock; /* logical access clock: one tick per match or put */
-    uint64_t n_ns;
-    uint64_t lookups, lookup_tokens, hit_tokens, puts, blocks_stored, blocks_evicted;
-    uint64_t blocks_cached, leases_open;
-    atomic_uint_fast64_t bytes_read, bytes_written;
-};
-
-/* A lease pins `deepest` and all its ancestors (pins += 1 each) and snapshots the locations
- * of its blocks, which cannot change while pinned. */
-struct kvt_lease {
-    kvt_ns *ns;
-    radix_node *deepest;
-    size_t n_blocks;
-    radix_block blocks[]; /* [n_blocks], path order */
-};
 
 /* ---------------------------------------------------------------- status, version */
 
@@ -93,16 +38,20 @@ KVT_EXPORT const char *kvt_strerror(int status)
     case KVT_EMODE: return "token call on a key namespace, or key call on a token namespace";
     case KVT_ENAME: return "name or tenant is empty or longer than 255 bytes";
     case KVT_ELEASES: return "the engine still has open leases";
+    case KVT_ECORRUPT: return "a block read from nvme/disk failed verification (dropped)";
+    case KVT_ECATALOG: return "the persistent catalog failed";
     case -EINVAL: return "invalid argument (NULL pointer or out-of-range value)";
     case -ENOMEM: return "out of memory";
     case -ENOSPC: return "no space: the tier is full and nothing of this tenant can be evicted";
     case -EBUSY: return "busy: in use by a lease or a put in flight";
     case -ERANGE: return "block index outside the lease";
-    case -ENODATA: return "a block needed by the put was not given (NULL)";
+    case -ENODATA: return "no data: a block the put needs was NULL, or a simulation read";
     case -ENODEV: return "no usable GPU";
     case -ENOENT: return "not cached";
     case -EIO: return "I/O error";
     case -EAGAIN: return "try again: another operation on this prefix is in flight";
+    case -EBADMSG: return "corrupt record";
+    case -EEXIST: return "already exists";
     default: return "unknown kvtier status";
     }
 }
@@ -151,11 +100,21 @@ KVT_EXPORT int kvt_options_create(kvt_options **out)
     o->dram_bytes = 1ull << 30;
     o->hugepages = KVT_HUGEPAGES_AUTO;
     o->cuda_pin = 1;
+    o->tier_capacity[RADIX_TIER_DISK] = 1ull << 30;
+    o->backpressure_ms = 2000;
     *out = o;
     return 0;
 }
 
-KVT_EXPORT void kvt_options_destroy(kvt_options *o) { util_free(o); }
+KVT_EXPORT void kvt_options_destroy(kvt_options *o)
+{
+    if (!o)
+        return;
+    util_free(o->data_dir);
+    for (int t = 0; t < RADIX_TIERS; t++)
+        util_free(o->tier_path[t]);
+    util_free(o);
+}
 
 KVT_EXPORT int kvt_options_set_dram_bytes(kvt_options *o, uint64_t bytes)
 {
@@ -189,6 +148,90 @@ KVT_EXPORT int kvt_options_set_cuda_pin(kvt_options *o, int on)
     return 0;
 }
 
+/* Replace *slot with a copy of s (NULL clears). */
+static int set_str(char **slot, const char *s)
+{
+    char *d = NULL;
+    if (s && !(d = dup_str(s)))
+        return -ENOMEM;
+    util_free(*slot);
+    *slot = d;
+    return 0;
+}
+
+KVT_EXPORT int kvt_options_set_data_dir(kvt_options *o, const char *dir)
+{
+    if (!o || (dir && !dir[0]))
+        return -EINVAL;
+    return set_str(&o->data_dir, dir);
+}
+
+KVT_EXPORT int kvt_options_set_tier(kvt_options *o, kvt_tier tier, const char *path,
+                                    uint64_t capacity, uint64_t bw)
+{
+    if (!o || (tier != KVT_TIER_NVME && tier != KVT_TIER_DISK) || (path && !path[0]))
+        return -EINVAL;
+    int rc = set_str(&o->tier_path[tier], path);
+    if (rc)
+        return rc;
+    o->tier_capacity[tier] = capacity;
+    o->tier_bw[tier] = bw;
+    return 0;
+}
+
+KVT_EXPORT int kvt_options_set_io_depth(kvt_options *o, unsigned depth)
+{
+    if (!o || depth < 1 || depth > IO_MAX_QD)
+        return -EINVAL;
+    o->io_depth = depth;
+    return 0;
+}
+
+KVT_EXPORT int kvt_options_set_io_force_pool(kvt_options *o, int on)
+{
+    if (!o)
+        return -EINVAL;
+    o->force_pool = !!on;
+    return 0;
+}
+
+KVT_EXPORT int kvt_options_set_backpressure_ms(kvt_options *o, uint32_t ms)
+{
+    if (!o)
+        return -EINVAL;
+    o->backpressure_ms = ms;
+    return 0;
+}
+
+KVT_EXPORT int kvt_options_set_simulate(kvt_options *o, int on)
+{
+    if (!o)
+        return -EINVAL;
+    o->simulate = !!on;
+    return 0;
+}
+
+/* A deep copy the engine keeps. */
+static kvt_options *options_dup(const kvt_options *src)
+{
+    kvt_options *o = util_calloc(1, sizeof *o);
+    if (!o)
+        return NULL;
+    *o = *src;
+    o->data_dir = NULL;
+    for (int t = 0; t < RADIX_TIERS; t++)
+        o->tier_path[t] = NULL;
+    if (set_str(&o->data_dir, src->data_dir))
+        goto fail;
+    for (int t = 0; t < RADIX_TIERS; t++)
+        if (set_str(&o->tier_path[t], src->tier_path[t]))
+            goto fail;
+    return o;
+fail:
+    kvt_options_destroy(o);
+    return NULL;
+}
+
 /* ---------------------------------------------------------------- engine */
 
 KVT_EXPORT int kvt_engine_open(const kvt_options *opts, kvt_engine **out)
@@ -202,7 +245,7 @@ KVT_EXPORT int kvt_engine_open(const kvt_options *opts, kvt_engine **out)
         if ((rc = kvt_options_create(&dflt)))
             return rc;
         defaults = *dflt;
-        kvt_options_destroy(dflt);
+        util_free(dflt); /* holds no strings */
         opts = &defaults;
     }
     kvt_engine *e = util_calloc(1, sizeof *e);
@@ -217,23 +260,33 @@ KVT_EXPORT int kvt_engine_open(const kvt_options *opts, kvt_engine **out)
         goto fail;
     if (opts->cuda_pin && gpu_host_register(dram_base(e->dram), dram_map_bytes(e->dram)) == 0)
         e->cuda_pinned = 1;
+    if (opts->data_dir || opts->simulate) {
+        /* The tiered engine: everything it adds lives in tiering.c and restart.c. */
+        e->opts = options_dup(opts);
+        if (!e->opts) {
+            rc = -ENOMEM;
+            goto fail_dram;
+        }
+        e->tiered = 1;
+        e->simulate = opts->simulate;
+        if ((rc = tiers_open(e))) /* closes what it opened on failure, frees e->opts */
+            goto fail_dram;
+    }
     *out = e;
     return 0;
+fail_dram:
+    if (e->cuda_pinned)
+        gpu_host_unregister(dram_base(e->dram));
+    dram_close(e->dram);
 fail:
     pthread_mutex_destroy(&e->lock);
     util_free(e);
     return rc;
 }
 
-KVT_EXPORT int kvt_engine_close(kvt_engine *e)
+/* Free the namespaces, tenants and arena. */
+static void engine_free(kvt_engine *e)
 {
-    if (!e)
-        return -EINVAL;
-    pthread_mutex_lock(&e->lock);
-    uint64_t open = e->leases_open;
-    pthread_mutex_unlock(&e->lock);
-    if (open)
-        return KVT_ELEASES;
     for (kvt_ns *ns = e->nss, *next; ns; ns = next) {
         next = ns->next;
         radix_destroy(ns->tree);
@@ -250,10 +303,25 @@ KVT_EXPORT int kvt_engine_close(kvt_engine *e)
     dram_close(e->dram);
     pthread_mutex_destroy(&e->lock);
     util_free(e);
-    return 0;
 }
 
-static int check_name(const char *s)
+KVT_EXPORT int kvt_engine_close(kvt_engine *e)
+{
+    if (!e)
+        return -EINVAL;
+    pthread_mutex_lock(&e->lock);
+    uint64_t open = e->leases_open;
+    pthread_mutex_unlock(&e->lock);
+    if (open)
+        return KVT_ELEASES;
+    int rc = 0;
+    if (e->tiered)
+        rc = tiers_close(e); /* prefetches, flush, threads, catalog, tier files */
+    engine_free(e);
+    return rc;
+}
+
+int check_name(const char *s)
 {
     if (!s)
         return -EINVAL;
@@ -261,7 +329,7 @@ static int check_name(const char *s)
     return n == 0 || n > KVT_NAME_MAX ? KVT_ENAME : 0;
 }
 
-static char *dup_str(const char *s)
+char *dup_str(const char *s)
 {
     size_t n = strlen(s) + 1;
     char *d = util_malloc(n);
@@ -271,7 +339,7 @@ static char *dup_str(const char *s)
 }
 
 /* The tenant called name, created if absent. Lock held. NULL on -ENOMEM. */
-static tenant *tenant_get(kvt_engine *e, const char *name)
+tenant *tenant_get(kvt_engine *e, const char *name)
 {
     for (tenant *t = e->tenants; t; t = t->next)
         if (strcmp(t->name, name) == 0)
@@ -284,6 +352,8 @@ static tenant *tenant_get(kvt_engine *e, const char *name)
         return NULL;
     }
     evict_lru_init(&t->lru);
+    for (int i = 0; i < RADIX_TIERS; i++)
+        util_list_init(&t->tl[i]);
     t->next = e->tenants;
     e->tenants = t;
     return t;
@@ -298,18 +368,8 @@ static int evictable(util_list *l, void *ctx)
     return n->pins == 0 && !(n->flags & RADIX_PENDING) && n->n_kids == 0 && n->n_blocks > 0;
 }
 
-/* Give a block's tier slots back. Lock held. */
-static void block_release(kvt_ns *ns, radix_block *b)
-{
-    kvt_engine *e = ns->eng;
-    if (b->slot[RADIX_TIER_DRAM] != RADIX_NO_SLOT) {
-        dram_free(e->dram, b->slot[RADIX_TIER_DRAM]);
-        ns->tn->used -= (uint64_t)dram_slots_for(e->dram, ns->block_bytes) * dram_slot_bytes(e->dram);
-        b->slot[RADIX_TIER_DRAM] = RADIX_NO_SLOT;
-    }
-}
-
-/* Drop the tenant's least recently used unpinned block. Lock held. 1 if one was dropped. */
+/* DRAM-only engines: drop the tenant's least recently used unpinned block (the last block of
+ * the stalest leaf). Lock held. 1 if one was dropped. */
 static int evict_one(kvt_engine *e, tenant *tn)
 {
     util_list *l = evict_lru_oldest(&tn->lru, evictable, NULL);
@@ -317,7 +377,7 @@ static int evict_one(kvt_engine *e, tenant *tn)
         return 0;
     radix_node *n = UTIL_CONTAINER_OF(l, radix_node, lru);
     kvt_ns *ns = n->owner;
-    block_release(ns, &n->blocks[n->n_blocks - 1]);
+    blk_release_all(ns, n, &n->blocks[n->n_blocks - 1]);
     radix_trim(ns->tree, n, n->n_blocks - 1);
     e->blocks_evicted++;
     e->blocks_cached--;
@@ -328,15 +388,18 @@ static void on_node_free(void *ctx, radix_node *n)
 {
     kvt_ns *ns = ctx;
     evict_lru_remove(&ns->tn->lru, &n->lru);
+    node_tiers_unlink(n);
 }
 
 /* Allocate DRAM for one block of ns, evicting the tenant's own blocks while the tier is full
- * or the tenant is over its quota. Lock held. */
+ * or the tenant is over its quota. Lock held (a tiered engine may wait on it). */
 static int alloc_block(kvt_ns *ns, uint32_t *slot)
 {
     kvt_engine *e = ns->eng;
     tenant *tn = ns->tn;
-    uint64_t need = (uint64_t)dram_slots_for(e->dram, ns->block_bytes) * dram_slot_bytes(e->dram);
+    if (e->tiered)
+        return tiered_alloc_dram(ns, slot, 1);
+    uint64_t need = dram_block_bytes(ns);
     if (tn->quota && need > tn->quota)
         return -ENOSPC;
     for (;;) {
@@ -353,10 +416,11 @@ static int alloc_block(kvt_ns *ns, uint32_t *slot)
     }
 }
 
-KVT_EXPORT int kvt_tenant_set_dram_quota(kvt_engine *e, const char *name, uint64_t bytes)
+KVT_EXPORT int kvt_tenant_set_quota(kvt_engine *e, const char *name, kvt_tier tier,
+                                    uint64_t bytes)
 {
     int rc;
-    if (!e)
+    if (!e || (tier != KVT_TIER_DRAM && tier != KVT_TIER_NVME && tier != KVT_TIER_DISK))
         return -EINVAL;
     if ((rc = check_name(name)))
         return rc;
@@ -364,16 +428,96 @@ KVT_EXPORT int kvt_tenant_set_dram_quota(kvt_engine *e, const char *name, uint64
     tenant *t = tenant_get(e, name);
     if (!t) {
         rc = -ENOMEM;
-    } else {
+    } else if (tier == KVT_TIER_DRAM) {
         t->quota = bytes;
-        while (bytes && t->used > bytes && evict_one(e, t))
-            ;
+        if (e->tiered)
+            while (bytes && t->used > bytes && tiered_evict_dram(e, t, 1))
+                ;
+        else
+            while (bytes && t->used > bytes && evict_one(e, t))
+                ;
+    } else {
+        /* nvme/disk: enforced by the write-through when it next needs space there */
+        t->tquota[tier] = bytes;
     }
     pthread_mutex_unlock(&e->lock);
     return rc;
 }
 
+KVT_EXPORT int kvt_tenant_set_dram_quota(kvt_engine *e, const char *name, uint64_t bytes)
+{
+    return kvt_tenant_set_quota(e, name, KVT_TIER_DRAM, bytes);
+}
+
 /* ---------------------------------------------------------------- namespaces */
+
+/* Create namespace (name, tenant) with catalog id `id`. Lock held; the caller checked that
+ * it does not exist. */
+int ns_create_locked(kvt_engine *e, const char *name, const char *tenant_name,
+                     const kvt_layout *layout, unsigned flags, uint32_t id, kvt_ns **out)
+{
+    int rc = -ENOMEM;
+    uint64_t bb = kvt_layout_block_bytes(layout);
+    if (!bb)
+        return KVT_EBADLAYOUT;
+    kvt_ns *ns = util_calloc(1, sizeof *ns);
+    if (!ns)
+        goto fail;
+    ns->eng = e;
+    ns->layout = *layout;
+    ns->flags = flags;
+    ns->id = id;
+    ns->bt = layout->block_tokens;
+    ns->bu = (flags & KVT_NS_KEYS) ? 2 : layout->block_tokens;
+    ns->block_bytes = bb;
+    if (!(ns->name = dup_str(name)) || !(ns->tn = tenant_get(e, tenant_name)))
+        goto fail;
+    radix_hooks hooks = {on_node_free, ns, on_node_split};
+    if ((flags & KVT_NS_KEYS))
+        rc = radix_create(2, RADIX_KEYS, &hooks, &ns->tree);
+    else
+        rc = radix_create(layout->block_tokens, 0, &hooks, &ns->tree);
+    if (rc)
+        goto fail;
+    /* The first namespace fixes a deferred slot size: its block size, 64-byte aligned
+     * (4096-aligned with persistent tiers, so a slot can take an O_DIRECT read). */
+    uint64_t align = e->tiered && !e->simulate ? 4095 : 63;
+    if (dram_slot_bytes(e->dram) == 0 &&
+        (rc = dram_set_slot_bytes(e->dram, (bb + align) & ~align))) {
+        rc = rc == -EINVAL ? KVT_EBADLAYOUT : rc;
+        goto fail;
+    }
+    ns->next = e->nss;
+    e->nss = ns;
+    e->n_ns++;
+    *out = ns;
+    return 0;
+fail:
+    if (ns) {
+        radix_destroy(ns->tree);
+        util_free(ns->name);
+        util_free(ns);
+    }
+    return rc;
+}
+
+/* The namespace (name, tenant) if open: 0 and *out, KVT_EBADLAYOUT (other layout), or 1 when
+ * absent. Lock held. */
+static int ns_find(kvt_engine *e, const char *name, const char *tenant_name,
+                   const kvt_layout *layout, unsigned flags, kvt_ns **out)
+{
+    for (kvt_ns *ns = e->nss; ns; ns = ns->next) {
+        if (strcmp(ns->name, name) || strcmp(ns->tn->name, tenant_name))
+            continue;
+        bool same = ns->flags == flags && ns->layout.layers == layout->layers &&
+                    ns->layout.kv_heads == layout->kv_heads &&
+                    ns->layout.head_dim == layout->head_dim && ns->layout.dtype == layout->dtype &&
+                    ns->layout.block_tokens == layout->block_tokens;
+        *out = same ? ns : NULL;
+        return same ? 0 : KVT_EBADLAYOUT;
+    }
+    return 1;
+}
 
 KVT_EXPORT int kvt_ns_open(kvt_engine *e, const char *name, const char *tenant_name,
                            const kvt_layout *layout, unsigned flags, kvt_ns **out)
@@ -383,59 +527,50 @@ KVT_EXPORT int kvt_ns_open(kvt_engine *e, const char *name, const char *tenant_n
         return -EINVAL;
     if ((rc = check_name(name)) || (rc = check_name(tenant_name)))
         return rc;
-    uint64_t bb = kvt_layout_block_bytes(layout);
-    if (!bb)
+    if (!kvt_layout_block_bytes(layout))
         return KVT_EBADLAYOUT;
 
-    pthread_mutex_lock(&e->lock);
-    for (kvt_ns *ns = e->nss; ns; ns = ns->next) {
-        if (strcmp(ns->name, name) || strcmp(ns->tn->name, tenant_name))
-            continue;
-        bool same = ns->flags == flags && ns->layout.layers == layout->layers &&
-                    ns->layout.kv_heads == layout->kv_heads &&
-                    ns->layout.head_dim == layout->head_dim && ns->layout.dtype == layout->dtype &&
-                    ns->layout.block_tokens == layout->block_tokens;
-        *out = same ? ns : NULL;
+    if (!e->tiered) {
+        pthread_mutex_lock(&e->lock);
+        rc = ns_find(e, name, tenant_name, layout, flags, out);
+        if (rc == 1)
+            rc = ns_create_locked(e, name, tenant_name, layout, flags, 0, out);
         pthread_mutex_unlock(&e->lock);
-        return same ? 0 : KVT_EBADLAYOUT;
+        return rc;
     }
-    kvt_ns *ns = util_calloc(1, sizeof *ns);
-    rc = -ENOMEM;
-    if (!ns)
-        goto fail;
-    ns->eng = e;
-    ns->layout = *layout;
-    ns->flags = flags;
-    ns->bt = layout->block_tokens;
-    ns->block_bytes = bb;
-    if (!(ns->name = dup_str(name)) || !(ns->tn = tenant_get(e, tenant_name)))
-        goto fail;
-    radix_hooks hooks = {on_node_free, ns};
-    if ((flags & KVT_NS_KEYS))
-        rc = radix_create(2, RADIX_KEYS, &hooks, &ns->tree);
-    else
-        rc = radix_create(layout->block_tokens, 0, &hooks, &ns->tree);
-    if (rc)
-        goto fail;
-    /* The first namespace fixes a deferred slot size: its block size, 64-byte aligned. */
-    if (dram_slot_bytes(e->dram) == 0 && (rc = dram_set_slot_bytes(e->dram, (bb + 63) & ~63ull))) {
-        rc = rc == -EINVAL ? KVT_EBADLAYOUT : rc;
-        goto fail;
-    }
-    ns->next = e->nss;
-    e->nss = ns;
-    e->n_ns++;
-    *out = ns;
+    /* Tiered: ns_lock serialises creations; the catalog write runs without the engine lock. */
+    pthread_mutex_lock(&e->ns_lock);
+    pthread_mutex_lock(&e->lock);
+    rc = ns_find(e, name, tenant_name, layout, flags, out);
     pthread_mutex_unlock(&e->lock);
-    return 0;
-fail:
-    if (ns) {
-        radix_destroy(ns->tree);
-        util_free(ns->name);
-        util_free(ns);
+    if (rc != 1)
+        goto out;
+    uint32_t id = e->next_ns_id;
+    if (e->cat) {
+        catalog_ns cn;
+        memset(&cn, 0, sizeof cn);
+        cn.id = id;
+        cn.flags = flags;
+        cn.layout = *layout;
+        snprintf(cn.name, sizeof cn.name, "%s", name);
+        snprintf(cn.tenant, sizeof cn.tenant, "%s", tenant_name);
+        if ((rc = catalog_ns_put(e->cat, &cn)))
+            goto out_cat;
     }
+    pthread_mutex_lock(&e->lock);
+    rc = ns_create_locked(e, name, tenant_name, layout, flags, id, out);
     pthread_mutex_unlock(&e->lock);
+    if (rc == 0) {
+        e->next_ns_id++;
+        tiers_nvme_ready(e); /* failure leaves the engine on disk only (logged) */
+    }
+out:
+    pthread_mutex_unlock(&e->ns_lock);
     return rc;
+out_cat:
+    pthread_mutex_unlock(&e->ns_lock);
+    *out = NULL;
+    return catalog_status(rc);
 }
 
 KVT_EXPORT int kvt_block_keys(const kvt_ns *ns, const uint32_t *tokens, size_t n_tokens,
@@ -451,21 +586,54 @@ KVT_EXPORT int kvt_block_keys(const kvt_ns *ns, const uint32_t *tokens, size_t n
 
 /* ---------------------------------------------------------------- match, read, release */
 
-/* Mark a path used now: deepest node first, so ancestors end up fresher (leaf-first LRU). */
-static void touch_path(kvt_ns *ns, const radix_path *p, bool hit)
+/* Mark a path used now: deepest node first, so ancestors end up fresher (leaf-first LRU),
+ * in the tenant's list and in each tier list the node is on. */
+void touch_path(kvt_ns *ns, const radix_path *p, bool hit)
 {
     uint64_t now = ++ns->eng->clock;
+    tenant *tn = ns->tn;
     for (uint32_t i = p->n; i-- > 0;) {
         radix_node *n = p->nodes[i];
         n->owner = ns;
         n->last_access = now;
         n->hits += hit;
-        evict_lru_touch(&ns->tn->lru, &n->lru);
+        evict_lru_touch(&tn->lru, &n->lru);
+        for (int t = RADIX_TIER_DRAM; t < RADIX_TIERS; t++)
+            if (n->tcount[t]) {
+                util_list_del(&n->tlink[t]);
+                util_list_add_tail(&tn->tl[t], &n->tlink[t]);
+            }
     }
 }
 
-static int match_units(kvt_ns *ns, const uint32_t *units, size_t nb, size_t *matched,
-                       kvt_lease **lease_out)
+/* Cut a path before its first BLK_BAD block (a block that failed verification stays in the
+ * index while pinned, but no new match may reach it). */
+static void path_cut_bad(radix_path *p)
+{
+    uint64_t blocks = 0;
+    for (uint32_t i = 0; i < p->n; i++) {
+        radix_node *n = p->nodes[i];
+        uint32_t use = i + 1 == p->n ? p->last_blocks : n->n_blocks;
+        if (n->eflags & NODE_HAS_BAD)
+            for (uint32_t j = 0; j < use; j++)
+                if (n->blocks[j].flags & BLK_BAD) {
+                    if (j == 0) {
+                        p->n = i;
+                        p->last_blocks = i ? p->nodes[i - 1]->n_blocks : 0;
+                    } else {
+                        p->n = i + 1;
+                        p->last_blocks = j;
+                        blocks += j;
+                    }
+                    p->blocks = blocks;
+                    return;
+                }
+        blocks += use;
+    }
+}
+
+int match_units_lease(kvt_ns *ns, const uint32_t *units, size_t nb, size_t *matched,
+                      kvt_lease **lease_out, int internal)
 {
     kvt_engine *e = ns->eng;
     radix_path path;
@@ -482,6 +650,8 @@ static int match_units(kvt_ns *ns, const uint32_t *units, size_t nb, size_t *mat
         rc = 0;
     if (rc)
         goto out;
+    if (e->tiered)
+        path_cut_bad(&path);
     size_t got = path.blocks;
     if (lease_out && got) {
         kvt_lease *l = util_malloc(sizeof *l + got * sizeof(radix_block));
@@ -493,6 +663,7 @@ static int match_units(kvt_ns *ns, const uint32_t *units, size_t nb, size_t *mat
         l->ns = ns;
         l->deepest = path.nodes[path.n - 1];
         l->n_blocks = got;
+        l->internal = internal;
         size_t k = 0;
         for (uint32_t i = 0; i < path.n; i++) {
             radix_node *n = path.nodes[i];
@@ -501,11 +672,13 @@ static int match_units(kvt_ns *ns, const uint32_t *units, size_t nb, size_t *mat
             k += use;
             n->pins++;
         }
-        touch_path(ns, &path, true);
-        e->leases_open++;
+        if (!internal) {
+            touch_path(ns, &path, true);
+            e->leases_open++;
+        }
         *lease_out = l;
     }
-    if (lease_out) {
+    if (lease_out && !internal) {
         e->lookups++;
         e->lookup_tokens += nb * ns->bt;
         e->hit_tokens += got * ns->bt;
@@ -528,7 +701,7 @@ KVT_EXPORT int kvt_match(kvt_ns *ns, const uint32_t *tokens, size_t n_tokens, si
     if (ns->flags & KVT_NS_KEYS)
         return KVT_EMODE;
     size_t blocks = 0;
-    int rc = match_units(ns, tokens, n_tokens / ns->bt, &blocks, lease);
+    int rc = match_units_lease(ns, tokens, n_tokens / ns->bt, &blocks, lease, 0);
     if (matched)
         *matched = rc ? 0 : blocks * ns->bt;
     return rc;
@@ -545,7 +718,7 @@ KVT_EXPORT int kvt_match_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys, s
         return KVT_EMODE;
     size_t blocks = 0;
     /* A little-endian uint64_t array is the key tree's pairs of uint32 units, low word first. */
-    int rc = match_units(ns, (const uint32_t *)(const void *)keys, n_keys, &blocks, lease);
+    int rc = match_units_lease(ns, (const uint32_t *)(const void *)keys, n_keys, &blocks, lease, 0);
     if (matched)
         *matched = rc ? 0 : blocks;
     return rc;
@@ -568,6 +741,23 @@ KVT_EXPORT int kvt_lease_block_key(const kvt_lease *l, size_t i, uint64_t *key)
     return 0;
 }
 
+KVT_EXPORT int kvt_lease_block_tier(const kvt_lease *l, size_t i, kvt_tier *tier)
+{
+    if (!l || !tier)
+        return -EINVAL;
+    if (i >= l->n_blocks)
+        return -ERANGE;
+    kvt_engine *e = l->ns->eng;
+    pthread_mutex_lock(&e->lock);
+    radix_block *b = blk_at_depth(l->deepest, i, NULL);
+    int t = RADIX_TIER_DRAM;
+    while (t < RADIX_TIER_DISK && b->slot[t] == RADIX_NO_SLOT)
+        t++;
+    pthread_mutex_unlock(&e->lock);
+    *tier = (kvt_tier)t;
+    return 0;
+}
+
 /* Copy blocks [first, first+n) to dst[i] or, with dst == NULL, to base + i * block_bytes. */
 static int read_blocks(kvt_lease *l, size_t first, size_t n, void *const *dst, char *base)
 {
@@ -579,9 +769,20 @@ static int read_blocks(kvt_lease *l, size_t first, size_t n, void *const *dst, c
                 return -EINVAL;
     kvt_engine *e = l->ns->eng;
     uint64_t bb = l->ns->block_bytes;
+    if (e->simulate)
+        return n ? -ENODATA : 0;
     for (size_t i = 0; i < n; i++) {
         void *to = dst ? dst[i] : base + i * bb;
-        dram_read(e->dram, l->blocks[first + i].slot[RADIX_TIER_DRAM], to, bb);
+        uint32_t slot = l->blocks[first + i].slot[RADIX_TIER_DRAM];
+        if (slot != RADIX_NO_SLOT) {
+            dram_read(e->dram, slot, to, bb);
+        } else {
+            int rc = tier_fetch(l, first + i, to);
+            if (rc) {
+                atomic_fetch_add(&e->bytes_read, i * bb);
+                return rc;
+            }
+        }
     }
     atomic_fetch_add(&e->bytes_read, n * bb);
     return 0;
@@ -603,18 +804,49 @@ KVT_EXPORT int kvt_read_contig(kvt_lease *l, size_t first, size_t n, void *dst, 
     return read_blocks(l, first, n, NULL, dst);
 }
 
+/* Unpin a lease's path (lock held) and drop blocks that failed verification once unpinned. */
+void lease_release_locked(kvt_lease *l)
+{
+    kvt_engine *e = l->ns->eng;
+    bool bad = false;
+    /* Splits since the match inserted new ancestors that copied the pin: walk them all. */
+    for (radix_node *n = l->deepest; n && n->parent; n = n->parent) {
+        n->pins--;
+        bad |= (n->eflags & NODE_HAS_BAD) != 0;
+    }
+    if (bad)
+        drop_bad_locked(l->ns, l->deepest);
+    if (!l->internal)
+        e->leases_open--;
+}
+
 KVT_EXPORT void kvt_release(kvt_lease *l)
 {
     if (!l)
         return;
     kvt_engine *e = l->ns->eng;
     pthread_mutex_lock(&e->lock);
-    /* Splits since the match inserted new ancestors that copied the pin: walk them all. */
-    for (radix_node *n = l->deepest; n && n->parent; n = n->parent)
-        n->pins--;
-    e->leases_open--;
+    lease_release_locked(l);
     pthread_mutex_unlock(&e->lock);
     util_free(l);
+}
+
+KVT_EXPORT int kvt_prefetch(kvt_ns *ns, const uint32_t *tokens, size_t n_tokens)
+{
+    if (!ns || (n_tokens && !tokens))
+        return -EINVAL;
+    if (ns->flags & KVT_NS_KEYS)
+        return KVT_EMODE;
+    return prefetch_units(ns, tokens, n_tokens / ns->bt);
+}
+
+KVT_EXPORT int kvt_prefetch_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys)
+{
+    if (!ns || (n_keys && !keys))
+        return -EINVAL;
+    if (!(ns->flags & KVT_NS_KEYS))
+        return KVT_EMODE;
+    return prefetch_units(ns, (const uint32_t *)(const void *)keys, n_keys);
 }
 
 /* ---------------------------------------------------------------- put */
@@ -637,18 +869,22 @@ static int put_units(kvt_ns *ns, const uint32_t *units, size_t nb, const void *c
 
     /* Blocks [first, first + want) are new; take slots for as many as have data and fit. */
     size_t first = nb - leaf->n_blocks, want = 0;
-    while (want < leaf->n_blocks && blocks[first + want])
+    if (!blocks) /* simulation only (checked by the callers) */
+        want = leaf->n_blocks;
+    while (want < leaf->n_blocks && (e->simulate || blocks[first + want]))
         want++;
     int why = want < leaf->n_blocks ? -ENODATA : 0;
     size_t got = 0;
     for (; got < want; got++) {
         radix_block *b = &leaf->blocks[got];
+        uint32_t slot;
         b->size = (uint32_t)ns->block_bytes;
-        int arc = alloc_block(ns, &b->slot[RADIX_TIER_DRAM]);
+        int arc = alloc_block(ns, &slot);
         if (arc) {
             why = arc;
             break;
         }
+        blk_add_copy(ns, leaf, b, RADIX_TIER_DRAM, slot);
     }
     /* Touch before any trim: a split made by the insert created a new upper node that must
      * join the LRU list (and get its owner) even if no new block could be stored. */
@@ -663,12 +899,17 @@ static int put_units(kvt_ns *ns, const uint32_t *units, size_t nb, const void *c
     pthread_mutex_unlock(&e->lock);
 
     /* The leaf is pending: invisible to matches, never evicted or split. Copy unlocked. */
-    for (size_t i = 0; i < got; i++)
-        dram_write(e->dram, leaf->blocks[i].slot[RADIX_TIER_DRAM], blocks[first + i], ns->block_bytes);
-    atomic_fetch_add(&e->bytes_written, got * ns->block_bytes);
+    if (!e->simulate) {
+        for (size_t i = 0; i < got; i++)
+            dram_write(e->dram, leaf->blocks[i].slot[RADIX_TIER_DRAM], blocks[first + i],
+                       ns->block_bytes);
+        atomic_fetch_add(&e->bytes_written, got * ns->block_bytes);
+    }
 
     pthread_mutex_lock(&e->lock);
     radix_publish(ns->tree, leaf);
+    if (e->tiered)
+        wt_enqueue(ns, leaf, 0, (uint32_t)got);
     e->blocks_stored += got;
     e->blocks_cached += got;
     if (stored)
@@ -688,7 +929,7 @@ KVT_EXPORT int kvt_put(kvt_ns *ns, const uint32_t *tokens, size_t n_tokens,
 {
     if (stored)
         *stored = 0;
-    if (!ns || (n_tokens && (!tokens || !blocks)))
+    if (!ns || (n_tokens && (!tokens || (!blocks && !ns->eng->simulate))))
         return -EINVAL;
     if (ns->flags & KVT_NS_KEYS)
         return KVT_EMODE;
@@ -702,7 +943,7 @@ KVT_EXPORT int kvt_put_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys,
 {
     if (stored)
         *stored = 0;
-    if (!ns || (n_keys && (!keys || !blocks)))
+    if (!ns || (n_keys && (!keys || (!blocks && !ns->eng->simulate))))
         return -EINVAL;
     if (!(ns->flags & KVT_NS_KEYS))
         return KVT_EMODE;
@@ -712,14 +953,6 @@ KVT_EXPORT int kvt_put_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys,
 }
 
 /* ---------------------------------------------------------------- remove */
-
-static void on_block_removed(void *ctx, radix_node *n, radix_block *b)
-{
-    (void)n;
-    kvt_ns *ns = ctx;
-    block_release(ns, b);
-    ns->eng->blocks_cached--;
-}
 
 static int remove_units(kvt_ns *ns, const uint32_t *units, size_t nb, size_t *removed)
 {
@@ -732,8 +965,7 @@ static int remove_units(kvt_ns *ns, const uint32_t *units, size_t nb, size_t *re
     if (rc == 0 && (nb == 0 || path.blocks != nb))
         rc = -ENOENT;
     if (rc == 0) {
-        long n = radix_remove(ns->tree, path.nodes[path.n - 1], path.last_blocks - 1,
-                              on_block_removed, ns);
+        long n = remove_blocks(ns, path.nodes[path.n - 1], path.last_blocks - 1);
         if (n < 0)
             rc = (int)n;
         else if (removed)
@@ -766,13 +998,36 @@ KVT_EXPORT int kvt_remove_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys, 
     return remove_units(ns, (const uint32_t *)(const void *)keys, n_keys, removed);
 }
 
+/* ---------------------------------------------------------------- flush, clock */
+
+KVT_EXPORT int kvt_flush(kvt_engine *e)
+{
+    if (!e)
+        return -EINVAL;
+    if (!e->tiered || e->simulate)
+        return 0;
+    return engine_flush(e);
+}
+
+KVT_EXPORT int kvt_engine_set_clock(kvt_engine *e, uint64_t now_ns)
+{
+    if (!e || !e->simulate)
+        return -EINVAL;
+    pthread_mutex_lock(&e->lock);
+    if (now_ns > e->clock)
+        e->clock = now_ns;
+    pthread_mutex_unlock(&e->lock);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- stats */
 
 KVT_EXPORT int kvt_engine_stats(kvt_engine *e, kvt_stats *out, size_t size)
 {
     if (!e || !out || !size)
         return -EINVAL;
-    kvt_stats s = {0};
+    kvt_stats s;
+    memset(&s, 0, sizeof s);
     pthread_mutex_lock(&e->lock);
     s.lookups = e->lookups;
     s.lookup_tokens = e->lookup_tokens;
@@ -789,7 +1044,43 @@ KVT_EXPORT int kvt_engine_stats(kvt_engine *e, kvt_stats *out, size_t size)
     s.namespaces = e->n_ns;
     s.dram_hugepages = (uint32_t)dram_hugepages(e->dram);
     s.dram_cuda_pinned = (uint32_t)e->cuda_pinned;
+    s.tier_capacity[KVT_TIER_DRAM] = s.dram_capacity;
+    s.tier_used[KVT_TIER_DRAM] = s.dram_used;
+    if (e->nvme) {
+        s.tier_capacity[KVT_TIER_NVME] = nvme_capacity(e->nvme);
+        s.tier_used[KVT_TIER_NVME] =
+            (uint64_t)(nvme_slots(e->nvme) - nvme_free_slots(e->nvme)) * nvme_slot_bytes(e->nvme);
+    }
+    for (int t = 0; t < RADIX_TIERS; t++) {
+        s.tier_blocks[t] = e->tier_blocks[t];
+        s.tier_reads[t] = e->t_reads[t];
+        s.tier_writes[t] = e->t_writes[t];
+        s.tier_bytes_read[t] = e->t_bytes_read[t];
+        s.tier_bytes_written[t] = e->t_bytes_written[t];
+    }
+    s.demotions = e->demotions;
+    s.promotions = e->promotions;
+    s.checksum_failures = e->checksum_failures;
+    s.io_errors = e->io_errors;
+    s.blocks_dropped_bad = e->blocks_dropped_bad;
+    s.persisted_blocks = e->persisted;
+    s.wt_failures = e->wt_failures;
+    for (tenant *t = e->tenants; t; t = t->next)
+        s.unpersisted_blocks += t->unpersisted;
+    s.flushes = e->flushes;
+    s.restored_blocks = e->restored;
+    s.restore_dropped = e->restore_dropped;
+    s.persistent = e->tiered && !e->simulate;
+    s.simulate = (uint32_t)e->simulate;
+    if (e->wt_io)
+        snprintf(s.io_backend, sizeof s.io_backend, "%s", io_backend_name(e->io_backend));
     pthread_mutex_unlock(&e->lock);
+    if (e->disk) {
+        pthread_rwlock_rdlock(&e->disk_rw);
+        s.tier_capacity[KVT_TIER_DISK] = disk_capacity(e->disk);
+        s.tier_used[KVT_TIER_DISK] = disk_live_bytes(e->disk);
+        pthread_rwlock_unlock(&e->disk_rw);
+    }
     s.bytes_read = atomic_load(&e->bytes_read);
     s.bytes_written = atomic_load(&e->bytes_written);
     memcpy(out, &s, size < sizeof s ? size : sizeof s);

@@ -100,6 +100,9 @@ static radix_node *node_new(radix_tree *t, size_t n_blocks)
     node_set_data(t, n, data, (uint32_t)n_blocks);
     n->n_blocks = (uint32_t)n_blocks;
     util_list_init(&n->lru);
+    for (int i = 0; i < RADIX_TIERS; i++)
+        util_list_init(&n->tlink[i]);
+    util_list_init(&n->wlink);
     return n;
 fail:
     tree_free(t, n, sizeof(*n));
@@ -455,6 +458,8 @@ static radix_node *node_split(radix_tree *t, radix_node *n, uint32_t j)
     n->parent = u;
     t->n_nodes++;
     node_shrink(t, upper_fresh ? n : u);
+    if (t->hooks.split)
+        t->hooks.split(t->hooks.ctx, u, n);
     return u;
 }
 
@@ -476,6 +481,9 @@ int radix_create(uint32_t bu, unsigned flags, const radix_hooks *hooks, radix_tr
         t->hooks = *hooks;
     t->bytes = sizeof(*t);
     util_list_init(&t->root.lru);
+    for (int i = 0; i < RADIX_TIERS; i++)
+        util_list_init(&t->root.tlink[i]);
+    util_list_init(&t->root.wlink);
     *out = t;
     return 0;
 }

@@ -37,8 +37,9 @@
  * never split or evicted. radix_publish() makes it visible.
  *
  * Bytes per cached block: 4*bu bytes of units, sizeof(radix_block) (40) of metadata, plus the
- * node header (104 bytes on LP64), kid entry (16) and allocator rounding shared by a node's
- * blocks. radix_bytes() reports the exact heap bytes the tree asked for.
+ * node header (208 bytes on LP64, the engine's per-tier links included), kid entry (16) and
+ * allocator rounding shared by a node's blocks. radix_bytes() reports the exact heap bytes
+ * the tree asked for.
  *
  * Thread safety: none. The engine serialises all calls on a tree under its lock.
  * Errors: -ENOMEM leaves the tree valid and unchanged (except where stated).
@@ -87,6 +88,16 @@ struct radix_node {
     uint32_t flags;       /* RADIX_PENDING */
     util_list lru;        /* the eviction policy's link; initialised unlinked */
     void *owner;          /* the caller's */
+    /* The engine's per-tier bookkeeping (radix.c only initialises the links unlinked and
+     * zeroes the counts; the split hook lets the caller recount both parts):
+     * tlink[t] links the node into its tenant's LRU list of tier t while tcount[t] > 0
+     * (tcount[t] = blocks of this node with a copy in tier t); wlink links it into the
+     * write-through queue while n_dirty > 0 (blocks published but not yet persisted). */
+    util_list tlink[RADIX_TIERS];
+    uint32_t tcount[RADIX_TIERS];
+    util_list wlink;
+    uint32_t n_dirty;
+    uint32_t eflags; /* the caller's */
 };
 
 typedef struct radix_tree radix_tree;
@@ -96,6 +107,10 @@ typedef struct radix_hooks {
      * for the root; the caller unlinks it from its eviction lists. May be NULL. */
     void (*node_free)(void *ctx, radix_node *node);
     void *ctx;
+    /* Called at the end of every split (radix_match with RADIX_SPLIT, radix_insert): upper
+     * is the new node holding the first blocks, lower the old node (same identity) holding
+     * the rest. The caller recounts its per-node bookkeeping of both. May be NULL. */
+    void (*split)(void *ctx, radix_node *upper, radix_node *lower);
 } radix_hooks;
 
 /* Tree flags */

@@ -802,7 +802,7 @@ static void run(uint64_t seed, uint32_t bu, unsigned tflags, uint32_t alphabet,
                 uint32_t max_blocks, long n_ops, uint64_t cap_blocks)
 {
     fuzz *f = calloc(1, sizeof(*f));
-    radix_hooks hooks = {hook_free, f};
+    radix_hooks hooks = {hook_free, f, NULL};
     radix_path path;
     uint64_t nodes_at_end;
 

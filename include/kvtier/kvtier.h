@@ -6,8 +6,9 @@
  *
  * @section overview Overview
  *
- * An engine (kvt_engine) holds KV-cache blocks in tiers (this version: host DRAM) and
- * indexes them by token prefix in one radix tree per namespace. A namespace (kvt_ns) is one
+ * An engine (kvt_engine) holds KV-cache blocks in tiers (host DRAM; with a data directory
+ * also nvme and disk, persistent across restarts: see kvt_options_set_data_dir and
+ * kvt_flush) and indexes them by token prefix in one radix tree per namespace. A namespace (kvt_ns) is one
  * model KV layout plus one tenant; lookups never cross namespaces.
  *
  * The caller's cycle, per request:
@@ -82,7 +83,12 @@ extern "C" {
 #define KVT_ENAME (-30903)
 /** The engine still has open leases (kvt_engine_close). */
 #define KVT_ELEASES (-30904)
-#define KVT_ERR_LAST (-30904)
+/** A block read from nvme/disk failed verification (checksum, record header, tag): it was
+ *  not served, and it and every block cached after it are dropped from the index. */
+#define KVT_ECORRUPT (-30905)
+/** The persistent catalog (RocksDB) failed: see the data directory's catalog/LOG. */
+#define KVT_ECATALOG (-30906)
+#define KVT_ERR_LAST (-30906)
 
 /** Longest namespace or tenant name, in bytes, without the terminating NUL. */
 #define KVT_NAME_MAX 255
@@ -170,25 +176,136 @@ int kvt_options_set_hugepages(kvt_options *opts, kvt_hugepages mode);
  */
 int kvt_options_set_cuda_pin(kvt_options *opts, int on);
 
+/* ---------------------------------------------------------------- persistent tiers */
+
+/** Tiers, fastest first. A block may have copies in several. */
+typedef enum kvt_tier {
+    KVT_TIER_HBM = 0,  /**< GPU memory (not managed by this version) */
+    KVT_TIER_DRAM = 1, /**< host memory: the arena of kvt_options_set_dram_bytes */
+    KVT_TIER_NVME = 2, /**< local flash: fixed slots in preallocated O_DIRECT files */
+    KVT_TIER_DISK = 3, /**< capacity tier: checksummed, LZ4-compressed records in segments */
+} kvt_tier;
+
+/**
+ * Make the engine persistent: DIR holds the catalog (DIR/catalog, RocksDB) and, unless
+ * kvt_options_set_tier() names other paths, the nvme tier (DIR/nvme) and the disk tier
+ * (DIR/disk). Directories are created as needed (the parent of DIR must exist).
+ *
+ * With a data directory, every block stored by kvt_put() is also written, in the background,
+ * to the first persistent tier (nvme if it has a capacity, else disk): its bytes are written
+ * with O_DIRECT, checksummed (XXH3-64), fdatasync'd, and only then recorded in the catalog
+ * (see kvt_flush). DRAM becomes a cache of the persistent tiers: a full DRAM tier frees the
+ * DRAM copy of a persisted block (demotion), a full nvme tier moves its least recently used
+ * blocks to disk (or drops them without a disk tier), a full disk tier drops its least
+ * recently used blocks. kvt_engine_open() on a directory written before (clean close or a
+ * crash) rebuilds the namespaces and the index from the catalog: a warm restart.
+ * With no data directory (the default) the engine is DRAM only and nothing is persistent.
+ *
+ * @param[in] dir  a path (copied), or NULL to remove the setting.
+ * @return 0; -EINVAL (opts NULL, empty path); -ENOMEM.
+ */
+int kvt_options_set_data_dir(kvt_options *opts, const char *dir);
+
+/**
+ * Configure a persistent tier.
+ * @param[in] tier      KVT_TIER_NVME or KVT_TIER_DISK.
+ * @param[in] path      its directory (copied), or NULL for DIR/nvme, DIR/disk.
+ * @param[in] capacity  bytes; 0 disables the tier. The nvme tier preallocates its files to
+ *                      whole slots (fallocate) at open; the disk tier grows segment files
+ *                      (at least 2 segments of 64 MiB; one is kept for compaction).
+ *                      Defaults: nvme 0 (off), disk 1 GiB.
+ * @param[in] bw        bandwidth cap in bytes/s over the tier's reads and writes (emulating a
+ *                      slower device; per I/O context for nvme), 0 = none.
+ * @return 0; -EINVAL (other tier, empty path); -ENOMEM.
+ */
+int kvt_options_set_tier(kvt_options *opts, kvt_tier tier, const char *path, uint64_t capacity,
+                         uint64_t bw);
+
+/** Queue depth of each I/O context (1..4096; default 32). @return 0; -EINVAL. */
+int kvt_options_set_io_depth(kvt_options *opts, unsigned depth);
+
+/** Use the pread/pwrite thread pool instead of io_uring (tests; the environment variable
+ *  KVT_IO_NO_URING=1 does the same for every context). @return 0; -EINVAL. */
+int kvt_options_set_io_force_pool(kvt_options *opts, int on);
+
+/**
+ * How long a kvt_put() may wait for the write-through when DRAM is full of blocks not yet
+ * persisted (backpressure), in milliseconds (default 2000). When the wait runs out, the
+ * tenant's least recently used unpersisted blocks are dropped instead, as without a data
+ * directory. 0 never waits. @return 0; -EINVAL.
+ */
+int kvt_options_set_backpressure_ms(kvt_options *opts, uint32_t ms);
+
+/**
+ * Data-free simulation (for trace replay, `kvtier analyze`): the engine keeps capacities,
+ * the index, LRU order and demotion decisions as a real one would, but stores no bytes,
+ * does no I/O and persists nothing (any data directory is ignored). kvt_put() then accepts
+ * blocks == NULL (and NULL entries), kvt_read() returns -ENODATA, kvt_flush() returns 0, and
+ * kvt_engine_set_clock() drives the access clock. Tiers are configured with
+ * kvt_options_set_tier() (their paths are not used). @return 0; -EINVAL.
+ */
+int kvt_options_set_simulate(kvt_options *opts, int on);
+
 /* ---------------------------------------------------------------- engine */
 
 typedef struct kvt_engine kvt_engine;
 
 /**
- * Open an engine: maps the DRAM arena and starts with an empty index.
+ * Open an engine: maps the DRAM arena and starts with an empty index, or, with a data
+ * directory, opens the catalog and the persistent tiers, rebuilds the namespaces and the
+ * index from the catalog (warm restart: catalogued blocks are on nvme/disk, none in DRAM)
+ * and starts the write-through thread. Catalog records that do not verify (units against
+ * their key chain, parent missing, slot claimed twice, location gone) are dropped and
+ * deleted; nothing torn is ever served because every read is verified.
  * @param[in]  opts  options, or NULL for the defaults. Not retained.
  * @param[out] out   the engine; close it with kvt_engine_close().
  * @return 0; -EINVAL if out is NULL; -ENOMEM if the arena cannot be mapped (or hugepages were
- *         required and are not available).
+ *         required and are not available); with a data directory also -EBUSY (another
+ *         engine has it open), -ENOSPC (the nvme files cannot be preallocated), KVT_ECATALOG,
+ *         and -errno from creating the directories or files.
  */
 int kvt_engine_open(const kvt_options *opts, kvt_engine **out);
 
 /**
  * Close an engine, freeing its namespaces, blocks and arena. All leases must have been
- * released first; namespace handles become invalid.
- * @return 0; -EINVAL if eng is NULL; KVT_ELEASES if leases are open (the engine stays open).
+ * released first; namespace handles become invalid. With a data directory, close first
+ * finishes the prefetches in flight and does kvt_flush(): every block stored before the
+ * close is durable and catalogued (and found again by the next open) unless that flush
+ * reports an error, which close then returns (the engine is closed anyway).
+ * @return 0; -EINVAL if eng is NULL; KVT_ELEASES if leases are open (the engine stays open);
+ *         the flush's error.
  */
 int kvt_engine_close(kvt_engine *eng);
+
+/**
+ * The durability point. Returns when every block stored by a kvt_put() that returned before
+ * this call is durable on its persistent tier (written, fdatasync'd) and recorded in the
+ * catalog, and the catalog is synced: after a crash of the process or the machine, a
+ * reopened engine matches and reads those blocks byte-identical. Blocks stored after the
+ * call started may or may not be included. Without a data directory, and in simulation,
+ * returns 0 at once.
+ * @return 0; -EINVAL; the first write-through error since the previous kvt_flush (-EIO,
+ *         -ENOSPC when neither tier had room for this tenant, KVT_ECATALOG): those blocks
+ *         stay cached in DRAM but are not persistent; KVT_ECATALOG if the catalog sync fails.
+ */
+int kvt_flush(kvt_engine *eng);
+
+/**
+ * Simulation only: set the access clock (nanoseconds, any epoch; should not go backwards)
+ * used for the blocks' last access from now on. @return 0; -EINVAL (no simulation engine).
+ */
+int kvt_engine_set_clock(kvt_engine *eng, uint64_t now_ns);
+
+/**
+ * Limit how many bytes of a tier one tenant may hold (generalises
+ * kvt_tenant_set_dram_quota). Over its nvme quota a tenant's write-through demotes its own
+ * least recently used nvme blocks to disk (or drops them); over its disk quota it drops its
+ * own least recently used disk blocks. Tenants never evict each other's blocks in any tier.
+ * @param[in] tier   KVT_TIER_DRAM, KVT_TIER_NVME or KVT_TIER_DISK.
+ * @param[in] bytes  0 removes the limit.
+ * @return 0; -EINVAL; KVT_ENAME; -ENOMEM.
+ */
+int kvt_tenant_set_quota(kvt_engine *eng, const char *tenant, kvt_tier tier, uint64_t bytes);
 
 /**
  * Limit how many bytes of a tier one tenant may hold. A tenant over its quota evicts its own
@@ -276,11 +393,22 @@ int kvt_lease_block_key(const kvt_lease *lease, size_t i, uint64_t *key);
  * Copy n leased blocks, starting at block first, into dst[0..n). Each dst[i] must hold one
  * block (kvt_layout_block_bytes bytes) in the documented block layout. Runs without the
  * engine lock; the lease's pin keeps the bytes stable.
+ *
+ * A block not in DRAM is read from nvme (else disk) by the calling thread, which waits for
+ * that block only (if a prefetch or another reader is already reading it, it waits for that
+ * read); its bytes are verified against the checksum recorded when it was persisted, then
+ * promoted into DRAM when there is room (best effort). A block that fails verification or
+ * whose read fails is never copied: the call returns the error for the first such block,
+ * with every block before it copied; the block and all blocks cached after it are dropped
+ * from the index (once no lease pins them; later matches already stop before it).
+ *
  * @param[in]  lease  a lease from kvt_match().
  * @param[in]  first  first block index.
  * @param[in]  n      number of blocks.
  * @param[out] dst    n block buffers; they may not overlap the engine's memory.
- * @return 0; -EINVAL (NULL lease or dst, a NULL dst[i]); -ERANGE if first + n exceeds the lease.
+ * @return 0; -EINVAL (NULL lease or dst, a NULL dst[i]); -ERANGE if first + n exceeds the
+ *         lease; KVT_ECORRUPT (checksum or record verification failed); -EIO (or another
+ *         -errno) from the tier's read; -ENOMEM (staging buffer); -ENODATA in simulation.
  */
 int kvt_read(kvt_lease *lease, size_t first, size_t n, void *const *dst);
 
@@ -292,9 +420,30 @@ int kvt_read(kvt_lease *lease, size_t first, size_t n, void *const *dst);
 int kvt_read_contig(kvt_lease *lease, size_t first, size_t n, void *dst, size_t dst_bytes);
 
 /**
+ * The fastest tier holding the lease's block i now (KVT_TIER_DRAM, KVT_TIER_NVME or
+ * KVT_TIER_DISK; a promotion may move it up while the lease is held).
+ * @return 0; -EINVAL; -ERANGE if i >= kvt_lease_blocks().
+ */
+int kvt_lease_block_tier(const kvt_lease *lease, size_t i, kvt_tier *tier);
+
+/**
  * End a lease: unpin its blocks and free it. NULL is a no-op. The lease may not be used after.
+ * Blocks of the lease that failed verification are dropped now if no other lease pins them.
  */
 void kvt_release(kvt_lease *lease);
+
+/**
+ * Start promoting the cached prefix of a token sequence into DRAM in the background and
+ * return at once. The matched blocks are pinned until their promotion ends (kvt_remove may
+ * answer -EBUSY meanwhile); a kvt_read() of a block whose promotion is in flight waits for
+ * that block only. Counts no lookup and no hit. Without persistent tiers there is nothing to
+ * promote and it returns 0.
+ * @return 0; -EINVAL; KVT_EMODE; -ENOMEM.
+ */
+int kvt_prefetch(kvt_ns *ns, const uint32_t *tokens, size_t n_tokens);
+
+/** kvt_prefetch for a KVT_NS_KEYS namespace. */
+int kvt_prefetch_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys);
 
 /* ---------------------------------------------------------------- put */
 
@@ -307,7 +456,11 @@ void kvt_release(kvt_lease *lease);
  * blocks become visible to lookups only after all their bytes are copied.
  *
  * When the tier is full, the tenant's least recently used unpinned blocks are evicted
- * (dropped). Blocks are stored in order; the put stops at the first block that cannot be
+ * (dropped). With a data directory, eviction first frees DRAM copies of blocks already
+ * persisted (demotion: they stay cached on nvme/disk); when every candidate still waits for
+ * the write-through, the put waits for it (see kvt_options_set_backpressure_ms) before
+ * dropping unpersisted blocks. New blocks are queued for write-through once visible.
+ * In simulation blocks may be NULL (no bytes are stored). Blocks are stored in order; the put stops at the first block that cannot be
  * stored and returns why, leaving the blocks before it cached.
  * When another thread is storing the same prefix at the same time, the put stops where that
  * other put's blocks begin and returns 0 with *stored counting only its own blocks.
@@ -337,9 +490,11 @@ int kvt_put_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys, const void *co
  * @param[in]  tokens    n_tokens token ids naming the prefix; a trailing partial block is
  *                       ignored; the prefix must be cached in full.
  * @param[out] removed   blocks removed. May be NULL.
+ * With a data directory the removed blocks' catalog records are deleted and their nvme/disk
+ * space is reused once that delete is durable.
  * @return 0; -EINVAL; KVT_EMODE; -ENOENT if the prefix is not cached in full (nothing
- *         removed); -EBUSY if a lease pins, or a put is storing, any block concerned (nothing
- *         removed).
+ *         removed); -EBUSY if a lease pins, or a put is storing, any block concerned, or the
+ *         write-through or a prefetch is working on one (nothing removed).
  */
 int kvt_remove(kvt_ns *ns, const uint32_t *tokens, size_t n_tokens, size_t *removed);
 
@@ -366,6 +521,28 @@ typedef struct kvt_stats {
     uint64_t namespaces;       /**< namespaces open */
     uint32_t dram_hugepages;   /**< 1 if the arena is on MAP_HUGETLB pages, 2 THP, 0 none */
     uint32_t dram_cuda_pinned; /**< 1 if the arena is registered with CUDA */
+    /* ---- appended in 0.2 (persistent tiers); arrays are indexed by kvt_tier */
+    uint64_t tier_capacity[4];      /**< bytes (nvme: whole slots; disk: segment budget) */
+    uint64_t tier_used[4];          /**< bytes (nvme: used slots; disk: live records, padded) */
+    uint64_t tier_blocks[4];        /**< blocks with a copy in the tier */
+    uint64_t tier_reads[4];         /**< blocks read from the tier (nvme/disk) */
+    uint64_t tier_writes[4];        /**< blocks written to the tier (nvme/disk) */
+    uint64_t tier_bytes_read[4];    /**< bytes read from the tier */
+    uint64_t tier_bytes_written[4]; /**< bytes written to the tier (disk: padded records) */
+    uint64_t demotions;          /**< copies moved down: DRAM copy freed, nvme -> disk moves */
+    uint64_t promotions;         /**< blocks copied up into DRAM by reads and prefetches */
+    uint64_t checksum_failures;  /**< blocks that failed verification on read */
+    uint64_t io_errors;          /**< failed tier reads and writes */
+    uint64_t blocks_dropped_bad; /**< blocks dropped from the index after a failed read */
+    uint64_t persisted_blocks;   /**< write-through completions (durable and catalogued) */
+    uint64_t wt_failures;        /**< blocks the write-through gave up on (DRAM only) */
+    uint64_t unpersisted_blocks; /**< blocks queued or in flight for write-through now */
+    uint64_t flushes;            /**< kvt_flush calls */
+    uint64_t restored_blocks;    /**< blocks rebuilt from the catalog at open */
+    uint64_t restore_dropped;    /**< catalog records dropped at open (orphans, bad, expired) */
+    uint32_t persistent;         /**< 1 with a data directory */
+    uint32_t simulate;           /**< 1 in data-free simulation */
+    char io_backend[16];         /**< "io_uring", "pool", or "" without persistent tiers */
 } kvt_stats;
 
 /**
