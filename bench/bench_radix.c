@@ -33,6 +33,8 @@
  * prefix); B/block = heap bytes per cached block beyond 4 bytes/token of key (the hash chain
  * stores no key, so that is all its bytes). "memcmp floor": comparing the 32 KiB query with
  * an equal copy (both in cache), the least work any exact matcher does.
+ *
+ * --wide N: a micro-benchmark of one node with N children instead (see run_wide).
  */
 #define _POSIX_C_SOURCE 200809L
 #define XXH_INLINE_ALL
@@ -397,6 +399,260 @@ static long hc_insert(hchain *h, const uint32_t *tokens, size_t n_blocks)
     return added;
 }
 
+/* Single keys in the same table (the --wide baseline): find, add, delete by key. */
+static int hc_has(const hchain *h, uint64_t k)
+{
+    for (uint64_t j = k & h->mask;; j = (j + 1) & h->mask) {
+        if (h->tab[j].id == HC_EMPTY)
+            return 0;
+        if (h->tab[j].key == k)
+            return 1;
+    }
+}
+
+static int hc_add(hchain *h, uint64_t k)
+{
+    if (hc_has(h, k))
+        return 0;
+    if ((h->n + 1) * 4 > (h->mask + 1) * 3 && hc_grow(h))
+        return -ENOMEM;
+    if (h->n == h->cap_meta) {
+        uint64_t cap = h->cap_meta ? 2 * h->cap_meta : 1024;
+        radix_block *m = realloc(h->meta, cap * sizeof *m);
+        if (!m)
+            return -ENOMEM;
+        h->meta = m;
+        h->cap_meta = cap;
+    }
+    uint64_t j = k & h->mask;
+    while (h->tab[j].id != HC_EMPTY)
+        j = (j + 1) & h->mask;
+    radix_block *m = &h->meta[h->n];
+    memset(m, 0, sizeof *m);
+    m->key = k;
+    for (int t = 0; t < RADIX_TIERS; t++)
+        m->slot[t] = RADIX_NO_SLOT;
+    h->tab[j].key = k;
+    h->tab[j].id = (uint32_t)h->n++;
+    return 1;
+}
+
+static uint64_t hc_slot_of(const hchain *h, uint64_t k)
+{
+    uint64_t j = k & h->mask;
+    while (h->tab[j].key != k || h->tab[j].id == HC_EMPTY)
+        j = (j + 1) & h->mask;
+    return j;
+}
+
+/* Delete key k (present): backward-shift the probe run, move the last record into the hole. */
+static void hc_del(hchain *h, uint64_t k)
+{
+    uint64_t j = hc_slot_of(h, k), i = j;
+    uint32_t id = h->tab[j].id, last = (uint32_t)(h->n - 1);
+
+    if (id != last) {
+        h->meta[id] = h->meta[last];
+        h->tab[hc_slot_of(h, h->meta[id].key)].id = id;
+    }
+    h->n--;
+    for (;;) {
+        i = (i + 1) & h->mask;
+        if (h->tab[i].id == HC_EMPTY)
+            break;
+        uint64_t home = h->tab[i].key & h->mask;
+        if (((i - home) & h->mask) >= ((i - j) & h->mask)) {
+            h->tab[j] = h->tab[i];
+            j = i;
+        }
+    }
+    h->tab[j].id = HC_EMPTY;
+}
+
+/* ---------------------------------------------------------------- --wide N */
+
+/*
+ * One node with N children, every child a single-block root chain: a key namespace where
+ * every Redis value is its own root (key tree, 2 units per block) and a token tree whose root
+ * has N distinct first blocks of 16 tokens, all starting with the same token (BOS), so the
+ * first unit never tells siblings apart. Per structure and tree kind: insert the N roots in
+ * one random order, match each (a full hit) in another, remove each in a third (the radix
+ * tree: radix_match to find the node, then radix_remove, as a DEL does). Each phase is timed
+ * as a whole and divided by N (no per-op clock reads); the median over --builds runs. The
+ * baseline is the hash chain's table holding one key per root (XXH3 of the block).
+ */
+typedef struct wide_row {
+    double ins_ns, match_ns, rm_ns, bytes;
+} wide_row;
+
+static void shuffle(uint32_t *a, uint32_t n, uint64_t *rng)
+{
+    for (uint32_t i = 0; i < n; i++)
+        a[i] = i;
+    for (uint32_t i = n; i > 1; i--) {
+        uint32_t j = (uint32_t)(splitmix(rng) % i), x = a[i - 1];
+        a[i - 1] = a[j];
+        a[j] = x;
+    }
+}
+
+static int run_wide_kind(uint32_t n, int keys, int builds, uint64_t seed, wide_row *rr,
+                         wide_row *rh)
+{
+    uint32_t bu = keys ? 2 : BT;
+    uint32_t *units = malloc((size_t)n * bu * sizeof *units);
+    uint32_t *ord = malloc((size_t)n * sizeof *ord);
+    double r_ins[8], r_match[8], r_rm[8], h_ins[8], h_match[8], h_rm[8];
+    radix_path path;
+    int rc = -1;
+
+    radix_path_init(&path);
+    if (!units || !ord)
+        goto out;
+    if (builds > 8)
+        builds = 8;
+    uint64_t g = seed ^ (keys ? 0x4b455953ull : 0x544f4b53ull);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t *b = units + (size_t)i * bu;
+        if (keys) {
+            uint64_t k = splitmix(&g);
+            b[0] = (uint32_t)k;
+            b[1] = (uint32_t)(k >> 32);
+        } else {
+            gen_tokens(splitmix(&g), BT, b);
+            b[0] = 128000; /* BOS */
+        }
+    }
+    for (int r = 0; r < builds; r++) {
+        radix_tree *t = NULL;
+        uint64_t t0, ns;
+
+        if (radix_create(bu, keys ? RADIX_KEYS : 0, NULL, &t))
+            goto out;
+        shuffle(ord, n, &g);
+        t0 = bu_now_ns();
+        for (uint32_t i = 0; i < n; i++) {
+            radix_node *leaf = NULL;
+            if (radix_insert(t, units + (size_t)ord[i] * bu, 1, &path, &leaf) || !leaf) {
+                fprintf(stderr, "bench_radix: --wide: radix_insert failed\n");
+                radix_destroy(t);
+                goto out;
+            }
+            radix_publish(t, leaf);
+        }
+        ns = bu_now_ns() - t0;
+        r_ins[r] = (double)ns / n;
+        rr->bytes = (double)radix_bytes(t) / n;
+        if (r == 0 && n <= 200000) {
+            const char *why = NULL;
+            if (radix_check(t, &why)) {
+                fprintf(stderr, "bench_radix: --wide: radix_check: %s\n", why ? why : "?");
+                radix_destroy(t);
+                goto out;
+            }
+        }
+        shuffle(ord, n, &g);
+        uint64_t hit = 0;
+        t0 = bu_now_ns();
+        for (uint32_t i = 0; i < n; i++) {
+            radix_match(t, units + (size_t)ord[i] * bu, 1, 0, &path);
+            hit += path.blocks;
+        }
+        ns = bu_now_ns() - t0;
+        r_match[r] = (double)ns / n;
+        shuffle(ord, n, &g);
+        t0 = bu_now_ns();
+        for (uint32_t i = 0; i < n; i++) {
+            radix_match(t, units + (size_t)ord[i] * bu, 1, 0, &path);
+            hit += radix_remove(t, path.nodes[0], 0, NULL, NULL);
+        }
+        ns = bu_now_ns() - t0;
+        r_rm[r] = (double)ns / n;
+        if (hit != 2ull * n || radix_blocks(t) != 0) {
+            fprintf(stderr, "bench_radix: --wide: radix: %llu of %u hits/removals\n",
+                    (unsigned long long)hit, 2 * n);
+            radix_destroy(t);
+            goto out;
+        }
+        radix_destroy(t);
+
+        hchain h;
+        if (hc_init(&h))
+            goto out;
+        shuffle(ord, n, &g);
+        t0 = bu_now_ns();
+        for (uint32_t i = 0; i < n; i++)
+            if (hc_add(&h, XXH3_64bits_withSeed(units + (size_t)ord[i] * bu, bu * 4, 0)) != 1) {
+                fprintf(stderr, "bench_radix: --wide: hash chain insert failed\n");
+                hc_free(&h);
+                goto out;
+            }
+        ns = bu_now_ns() - t0;
+        h_ins[r] = (double)ns / n;
+        rh->bytes = (double)hc_bytes(&h) / n;
+        shuffle(ord, n, &g);
+        hit = 0;
+        t0 = bu_now_ns();
+        for (uint32_t i = 0; i < n; i++)
+            hit += hc_has(&h, XXH3_64bits_withSeed(units + (size_t)ord[i] * bu, bu * 4, 0));
+        ns = bu_now_ns() - t0;
+        h_match[r] = (double)ns / n;
+        shuffle(ord, n, &g);
+        t0 = bu_now_ns();
+        for (uint32_t i = 0; i < n; i++)
+            hc_del(&h, XXH3_64bits_withSeed(units + (size_t)ord[i] * bu, bu * 4, 0));
+        ns = bu_now_ns() - t0;
+        h_rm[r] = (double)ns / n;
+        if (hit != n || h.n != 0) {
+            fprintf(stderr, "bench_radix: --wide: hash chain: %llu hits of %u\n",
+                    (unsigned long long)hit, n);
+            hc_free(&h);
+            goto out;
+        }
+        hc_free(&h);
+    }
+    rr->ins_ns = bu_quantile(r_ins, (size_t)builds, 0.5);
+    rr->match_ns = bu_quantile(r_match, (size_t)builds, 0.5);
+    rr->rm_ns = bu_quantile(r_rm, (size_t)builds, 0.5);
+    rh->ins_ns = bu_quantile(h_ins, (size_t)builds, 0.5);
+    rh->match_ns = bu_quantile(h_match, (size_t)builds, 0.5);
+    rh->rm_ns = bu_quantile(h_rm, (size_t)builds, 0.5);
+    rc = 0;
+out:
+    radix_path_free(&path);
+    free(units);
+    free(ord);
+    return rc;
+}
+
+static void print_wide(const char *kind, uint32_t n, const char *what, const wide_row *r)
+{
+    printf("%-13s %9u %-16s %12.1f %12.1f %12.1f %10.1f\n", kind, n, what, r->ins_ns,
+           r->match_ns, r->rm_ns, r->bytes);
+}
+
+static int run_wide(uint32_t n, int builds, uint64_t seed)
+{
+    printf("# --wide: %u single-block roots under one node; ns per op, median of %d runs; "
+           "remove = match + radix_remove\n",
+           n, builds);
+    printf("%-13s %9s %-16s %12s %12s %12s %10s\n", "tree", "roots", "structure", "insert ns",
+           "match ns", "remove ns", "B/root");
+    for (int keys = 1; keys >= 0; keys--) {
+        wide_row r, h;
+        const char *kind = keys ? "keys(bu=2)" : "tokens(bu=16)";
+        if (run_wide_kind(n, keys, builds, seed, &r, &h))
+            return 1;
+        wide_row ratio = {r.ins_ns / h.ins_ns, r.match_ns / h.match_ns, r.rm_ns / h.rm_ns,
+                          r.bytes / h.bytes};
+        print_wide(kind, n, "kvtier radix", &r);
+        print_wide(kind, n, "hash chain", &h);
+        printf("%-13s %9u %-16s %12.2f %12.2f %12.2f %10.2f\n", kind, n, "ratio radix/hash",
+               ratio.ins_ns, ratio.match_ns, ratio.rm_ns, ratio.bytes);
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- measurement */
 
 typedef struct row {
@@ -677,10 +933,16 @@ int main(int argc, char **argv)
     int builds = (int)bu_opt(argc, argv, "--builds", quick ? 1 : 3);
     uint64_t seed = (uint64_t)bu_opt(argc, argv, "--seed", 42);
     const char *trace = opt_str(argc, argv, "--trace");
-    if (n_q < 10 || builds < 1 || blocks < 1) {
+    long long wide = bu_opt(argc, argv, "--wide", 0);
+    if (n_q < 10 || builds < 1 || blocks < 1 || wide < 0 || wide > UINT32_MAX / 2) {
         fprintf(stderr, "usage: bench_radix [--quick] [--blocks N] [--queries N>=10] "
-                        "[--builds N] [--seed N] [--trace conversation_trace.jsonl]\n");
+                        "[--builds N] [--seed N] [--trace conversation_trace.jsonl] "
+                        "[--wide N]\n");
         return 2;
+    }
+    if (wide) {
+        bu_header(argc, argv);
+        return run_wide((uint32_t)wide, builds, seed);
     }
 
     workload ws[2] = {{0}, {0}};

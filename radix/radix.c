@@ -11,8 +11,26 @@
  * radix_check() recomputes it from the structure.
  *
  * Walks never recurse: a pre-order step goes to the first kid, else to the next sibling of
- * the nearest ancestor that has one (found by binary search in the parent's kids), so a
- * degenerate chain of many thousands of one-block nodes costs no stack.
+ * the nearest ancestor that has one (its index found by kid_index), so a degenerate chain of
+ * many thousands of one-block nodes costs no stack.
+ *
+ * Kids: a kid array of capacity <= KIDS_SORTED_MAX is kept sorted (radix.h) and searched by
+ * binary search; adding or removing a kid moves at most that many entries. A wider array
+ * ("wide node": cap_kids > KIDS_SORTED_MAX, a node that grew past 64 kids) holds its kids
+ * densely in no particular order (append; removal moves the last kid into the hole) and is
+ * followed, in the same allocation, by an open-addressing table of 2 * cap_kids 64-bit slots
+ * (load <= 1/2, linear probing, backward-shift deletion, no tombstones):
+ *
+ *   [radix_kid kids[cap_kids]][uint64_t slot[2 * cap_kids]]
+ *   slot = 0 (empty) or (h << 32 | (index in kids + 1)), h = kid_hash(first block)
+ *
+ * h is 32 bits of the tree-seeded XXH3 of the kid's whole first block, so siblings sharing a
+ * first unit are distinct entries. A probe compares h, then kid.first, then the rest of the
+ * block with memcmp: the hash only locates a candidate, a hit is always an exact compare.
+ * Growth (2x, in kid_reserve) builds a fresh buffer and rehashes from the old slots' h (or,
+ * when the array first turns wide, from the kids' blocks); it allocates before changing
+ * anything. A wide node stays wide when it shrinks (like any kid array it keeps its capacity
+ * until the node is freed or radix_remove drops what is below it), so removals never allocate.
  */
 #include "radix/radix.h"
 
@@ -29,7 +47,11 @@ struct radix_tree {
     uint64_t bytes;    /* requested heap bytes held, this struct included */
     uint64_t n_blocks; /* blocks in the tree, pending included */
     uint64_t n_nodes;  /* nodes, root excluded */
+    uint64_t kid_seed; /* seed of kid_hash (per tree, so sibling layouts cannot be forced) */
 };
+
+/* Kid arrays of up to this capacity are sorted; larger ones are hashed (a wide node). */
+#define KIDS_SORTED_MAX 64u
 
 /* ---------------------------------------------------------------- accounting allocator */
 
@@ -68,6 +90,13 @@ static size_t units_size(const radix_tree *t, uint32_t cap)
 static size_t data_size(const radix_tree *t, uint32_t cap)
 {
     return units_size(t, cap) + (size_t)cap * sizeof(radix_block);
+}
+
+/* Bytes of a kid buffer of capacity cap: the array, and for a wide node its slot table. */
+static size_t kids_size(uint32_t cap)
+{
+    return (size_t)cap * sizeof(radix_kid) +
+           (cap > KIDS_SORTED_MAX ? 2 * (size_t)cap * sizeof(uint64_t) : 0);
 }
 
 static void node_set_data(const radix_tree *t, radix_node *n, void *data, uint32_t cap)
@@ -112,7 +141,7 @@ fail:
 /* Free the memory of a node that was never linked (no hook: the caller never saw it). */
 static void node_discard(radix_tree *t, radix_node *n)
 {
-    tree_free(t, n->kids, (size_t)n->cap_kids * sizeof(radix_kid));
+    tree_free(t, n->kids, kids_size(n->cap_kids));
     tree_free(t, n->units, data_size(t, n->cap_blocks));
     tree_free(t, n, sizeof(*n));
 }
@@ -129,6 +158,28 @@ static void node_release(radix_tree *t, radix_node *n)
 
 /* ---------------------------------------------------------------- kids */
 
+static int kids_wide(const radix_node *p) { return p->cap_kids > KIDS_SORTED_MAX; }
+
+/* The slot table of a wide node (after kids[cap_kids]; radix_kid is 8-aligned). */
+static uint64_t *kid_tab(const radix_node *p) { return (uint64_t *)(p->kids + p->cap_kids); }
+
+static uint32_t kid_mask(const radix_node *p) { return 2 * p->cap_kids - 1; }
+
+/*
+ * RADIX_KID_HASH_BITS (tests only, tests/test_radix_collide.c): keep only that many bits of
+ * the hash, spread over 32 so probe runs stay short, so that many siblings share a hash and
+ * every lookup has to tell them apart by their units.
+ */
+static uint32_t kid_hash(const radix_tree *t, const uint32_t *blk)
+{
+    uint64_t h = XXH3_64bits_withSeed(blk, (size_t)t->bu * sizeof(uint32_t), t->kid_seed);
+#ifdef RADIX_KID_HASH_BITS
+    return (uint32_t)(h & ((1u << RADIX_KID_HASH_BITS) - 1)) * 2654435761u;
+#else
+    return (uint32_t)h;
+#endif
+}
+
 /* Order of sibling first blocks: first unit numerically, then the rest of the block bytewise
  * (any total order does; this one decides most probes from the kid array alone). */
 static int block_cmp(const radix_tree *t, const uint32_t *a, const uint32_t *b)
@@ -138,10 +189,80 @@ static int block_cmp(const radix_tree *t, const uint32_t *a, const uint32_t *b)
     return t->bu == 1 ? 0 : memcmp(a + 1, b + 1, ((size_t)t->bu - 1) * sizeof(uint32_t));
 }
 
+/* Kid k's first block is blk[0 .. bu): first unit, then the rest compared exactly. */
+static int kid_is(const radix_tree *t, const radix_kid *k, const uint32_t *blk)
+{
+    return k->first == blk[0] &&
+           (t->bu == 1 ||
+            memcmp(k->node->units + 1, blk + 1, ((size_t)t->bu - 1) * sizeof(uint32_t)) == 0);
+}
+
 /*
- * Binary search of p's kids for the child whose first block is blk[0 .. bu). Returns its
- * index with *found = 1, or the index where such a child would be inserted with *found = 0.
- * Only probes whose first unit equals blk[0] touch the child's units.
+ * Wide node p: the slot holding the kid whose first block is blk (h = kid_hash(blk)), with
+ * *found = 1; else the empty slot that ends the probe run, with *found = 0.
+ */
+static uint32_t wide_probe(const radix_tree *t, const radix_node *p, const uint32_t *blk,
+                           uint32_t h, int *found)
+{
+    const uint64_t *tab = kid_tab(p);
+    uint32_t mask = kid_mask(p);
+
+    for (uint32_t j = h & mask;; j = (j + 1) & mask) {
+        uint64_t s = tab[j];
+
+        if (!s) {
+            *found = 0;
+            return j;
+        }
+        if ((uint32_t)(s >> 32) == h && kid_is(t, &p->kids[(uint32_t)s - 1], blk)) {
+            *found = 1;
+            return j;
+        }
+    }
+}
+
+/* Wide node p: the slot that refers to kid index i, whose block hashes to h (present). */
+static uint32_t wide_slot_of(const radix_node *p, uint32_t h, uint32_t i)
+{
+    const uint64_t *tab = kid_tab(p);
+    uint32_t mask = kid_mask(p), j = h & mask;
+
+    while (tab[j] != ((uint64_t)h << 32 | (i + 1))) {
+        assert(tab[j]);
+        j = (j + 1) & mask;
+    }
+    return j;
+}
+
+/* Add slot value s (hash in the high half) to a table with a free slot and no equal key. */
+static void tab_put(uint64_t *tab, uint32_t mask, uint64_t s)
+{
+    uint32_t j = (uint32_t)(s >> 32) & mask;
+
+    while (tab[j])
+        j = (j + 1) & mask;
+    tab[j] = s;
+}
+
+/* Empty slot j, shifting back later entries of its probe run so every entry stays reachable. */
+static void tab_delete(uint64_t *tab, uint32_t mask, uint32_t j)
+{
+    for (uint32_t i = (j + 1) & mask; tab[i]; i = (i + 1) & mask) {
+        uint32_t home = (uint32_t)(tab[i] >> 32) & mask;
+
+        /* the entry at i may fill hole j unless its home lies cyclically in (j, i] */
+        if (((i - home) & mask) >= ((i - j) & mask)) {
+            tab[j] = tab[i];
+            j = i;
+        }
+    }
+    tab[j] = 0;
+}
+
+/*
+ * Sorted node: binary search of p's kids for the child whose first block is blk[0 .. bu).
+ * Returns its index with *found = 1, or the index where such a child would be inserted with
+ * *found = 0. Only probes whose first unit equals blk[0] touch the child's units.
  */
 static uint32_t kid_search(const radix_tree *t, const radix_node *p, const uint32_t *blk,
                            int *found)
@@ -176,43 +297,93 @@ static uint32_t kid_search(const radix_tree *t, const radix_node *p, const uint3
 static radix_node *kid_find(const radix_tree *t, const radix_node *p, const uint32_t *blk)
 {
     int found;
-    uint32_t i = kid_search(t, p, blk, &found);
+    uint32_t i;
+
+    if (kids_wide(p)) {
+        i = wide_probe(t, p, blk, kid_hash(t, blk), &found);
+        return found ? p->kids[(uint32_t)kid_tab(p)[i] - 1].node : NULL;
+    }
+    i = kid_search(t, p, blk, &found);
     return found ? p->kids[i].node : NULL;
 }
 
 /* Index of child n in its parent's kids (n must be linked). */
 static uint32_t kid_index(const radix_tree *t, const radix_node *n)
 {
+    const radix_node *p = n->parent;
     int found;
-    uint32_t i = kid_search(t, n->parent, n->units, &found);
-    assert(found && n->parent->kids[i].node == n);
+    uint32_t i;
+
+    if (kids_wide(p))
+        i = (uint32_t)kid_tab(p)[wide_probe(t, p, n->units, kid_hash(t, n->units), &found)] - 1;
+    else
+        i = kid_search(t, p, n->units, &found);
+    assert(found && p->kids[i].node == n);
     return i;
 }
 
-/* Make room for one more kid in p. 0 or -ENOMEM (p unchanged). */
+/*
+ * Make room for one more kid in p. 0 or -ENOMEM (p unchanged). Capacity doubles; past
+ * KIDS_SORTED_MAX the array moves to a fresh buffer with a slot table (a wide node).
+ */
 static int kid_reserve(radix_tree *t, radix_node *p)
 {
     uint32_t cap;
     radix_kid *k;
+    uint64_t *tab;
 
     if (p->n_kids < p->cap_kids)
         return 0;
-    if (p->cap_kids > UINT32_MAX / 2)
+    if (p->cap_kids > UINT32_MAX / 4)
         return -ENOMEM;
     cap = p->cap_kids ? p->cap_kids * 2 : 2;
-    k = tree_realloc(t, p->kids, (size_t)p->cap_kids * sizeof(radix_kid),
-                     (size_t)cap * sizeof(radix_kid));
+    if (cap <= KIDS_SORTED_MAX) {
+        k = tree_realloc(t, p->kids, kids_size(p->cap_kids), kids_size(cap));
+        if (!k)
+            return -ENOMEM;
+        p->kids = k;
+        p->cap_kids = cap;
+        return 0;
+    }
+    if (kids_size(cap) / 32 != cap) /* the size overflowed size_t */
+        return -ENOMEM;
+    k = tree_alloc(t, kids_size(cap));
     if (!k)
         return -ENOMEM;
+    tab = (uint64_t *)(k + cap);
+    memcpy(k, p->kids, (size_t)p->n_kids * sizeof(radix_kid));
+    memset(tab, 0, 2 * (size_t)cap * sizeof(uint64_t));
+    if (kids_wide(p)) { /* rehash from the old slots: their h is all a slot's place needs */
+        const uint64_t *old = kid_tab(p);
+        for (uint32_t j = 0; j <= kid_mask(p); j++)
+            if (old[j])
+                tab_put(tab, 2 * cap - 1, old[j]);
+    } else {
+        for (uint32_t i = 0; i < p->n_kids; i++)
+            tab_put(tab, 2 * cap - 1,
+                    (uint64_t)kid_hash(t, k[i].node->units) << 32 | (uint64_t)(i + 1));
+    }
+    tree_free(t, p->kids, kids_size(p->cap_kids));
     p->kids = k;
     p->cap_kids = cap;
     return 0;
 }
 
-/* Insert child n at index i of p's kids; room reserved. */
-static void kid_insert_at(radix_node *p, uint32_t i, radix_node *n)
+/* Add child n (linked nowhere, no sibling with its first block) to p; room reserved. */
+static void kid_add(radix_tree *t, radix_node *p, radix_node *n)
 {
-    memmove(p->kids + i + 1, p->kids + i, (size_t)(p->n_kids - i) * sizeof(radix_kid));
+    uint32_t i;
+
+    if (kids_wide(p)) {
+        i = p->n_kids;
+        tab_put(kid_tab(p), kid_mask(p), (uint64_t)kid_hash(t, n->units) << 32 | (i + 1));
+    } else {
+        int found;
+
+        i = kid_search(t, p, n->units, &found);
+        assert(!found);
+        memmove(p->kids + i + 1, p->kids + i, (size_t)(p->n_kids - i) * sizeof(radix_kid));
+    }
     p->kids[i] = (radix_kid){.first = n->units[0], .node = n};
     p->n_kids++;
     n->parent = p;
@@ -221,10 +392,39 @@ static void kid_insert_at(radix_node *p, uint32_t i, radix_node *n)
 static void kid_unlink(radix_tree *t, radix_node *n)
 {
     radix_node *p = n->parent;
-    uint32_t i = kid_index(t, n);
+    uint32_t i, last = p->n_kids - 1;
 
-    memmove(p->kids + i, p->kids + i + 1, (size_t)(p->n_kids - i - 1) * sizeof(radix_kid));
-    p->n_kids--;
+    if (!kids_wide(p)) {
+        i = kid_index(t, n);
+        memmove(p->kids + i, p->kids + i + 1, (size_t)(last - i) * sizeof(radix_kid));
+        p->n_kids--;
+        return;
+    }
+    {
+        uint64_t *tab = kid_tab(p);
+        uint32_t mask = kid_mask(p), j;
+        int found;
+
+        j = wide_probe(t, p, n->units, kid_hash(t, n->units), &found);
+        i = (uint32_t)tab[j] - 1;
+        assert(found && p->kids[i].node == n);
+        if (i != last) { /* the last kid fills the hole; its slot follows it */
+            uint32_t hl = kid_hash(t, p->kids[last].node->units);
+
+            tab[wide_slot_of(p, hl, last)] = (uint64_t)hl << 32 | (i + 1);
+            p->kids[i] = p->kids[last];
+        }
+        tab_delete(tab, mask, j);
+        p->n_kids--;
+    }
+}
+
+/* Forget every kid of p (their nodes are gone or going); p keeps its buffer. */
+static void kids_clear(radix_node *p)
+{
+    if (kids_wide(p))
+        memset(kid_tab(p), 0, 2 * (size_t)p->cap_kids * sizeof(uint64_t));
+    p->n_kids = 0;
 }
 
 /* ---------------------------------------------------------------- walks */
@@ -262,14 +462,16 @@ static long free_below(radix_tree *t, radix_node *top,
             n = n->kids[n->n_kids - 1].node;
             continue;
         }
-        if (n == top)
+        if (n == top) {
+            kids_clear(top);
             return freed;
+        }
         p = n->parent;
         if (fn)
             for (uint32_t i = 0; i < n->n_blocks; i++)
                 fn(ctx, n, &n->blocks[i]);
         freed += n->n_blocks;
-        p->n_kids--; /* n was p's last kid */
+        p->n_kids--; /* n was p's last kid (p's table, if wide, is cleared or freed later) */
         node_release(t, n);
         n = p;
     }
@@ -422,7 +624,7 @@ static radix_node *node_split(radix_tree *t, radix_node *n, uint32_t j)
     assert(j > 0 && j < n->n_blocks && !(n->flags & RADIX_PENDING) && n->parent);
     if (!u)
         return NULL;
-    kids = tree_alloc(t, 2 * sizeof(radix_kid));
+    kids = tree_alloc(t, kids_size(2));
     if (!kids) {
         node_discard(t, u);
         return NULL;
@@ -480,6 +682,7 @@ int radix_create(uint32_t bu, unsigned flags, const radix_hooks *hooks, radix_tr
     if (hooks)
         t->hooks = *hooks;
     t->bytes = sizeof(*t);
+    t->kid_seed = XXH3_64bits_withSeed(&t, sizeof(t), util_now_ns());
     util_list_init(&t->root.lru);
     for (int i = 0; i < RADIX_TIERS; i++)
         util_list_init(&t->root.tlink[i]);
@@ -548,9 +751,9 @@ int radix_insert(radix_tree *t, const uint32_t *units, size_t n_blocks, radix_pa
     const size_t bu = t->bu;
     radix_node *n = &t->root, *kid = NULL, *nl = NULL, *parent;
     size_t pos = 0;
-    uint32_t m = 0, at;
+    uint32_t m = 0;
     uint64_t seed;
-    int found, rc;
+    int rc;
 
     *leaf = NULL;
     path_reset(path);
@@ -611,9 +814,7 @@ int radix_insert(radix_tree *t, const uint32_t *units, size_t n_blocks, radix_pa
         parent = n;
     }
     nl->depth = pos;
-    at = kid_search(t, parent, nl->units, &found);
-    assert(!found);
-    kid_insert_at(parent, at, nl);
+    kid_add(t, parent, nl);
     t->n_nodes++;
     t->n_blocks += nl->n_blocks;
     path->nodes[path->n++] = nl;
@@ -664,7 +865,7 @@ long radix_remove(radix_tree *t, radix_node *node, uint32_t from,
     /* pass 2: nothing below can refuse now */
     removed = free_below(t, node, fn, ctx);
     if (node != &t->root && node->cap_kids) {
-        tree_free(t, node->kids, (size_t)node->cap_kids * sizeof(radix_kid));
+        tree_free(t, node->kids, kids_size(node->cap_kids));
         node->kids = NULL;
         node->cap_kids = 0;
     }
@@ -723,8 +924,35 @@ static int check_node(const radix_tree *t, const radix_node *n, const char **why
         CHECK(k && k->parent == n, "kid's parent link");
         CHECK(k->n_blocks >= 1 && k->units, "empty kid");
         CHECK(n->kids[i].first == k->units[0], "kid.first != kid's first unit");
-        CHECK(i == 0 || block_cmp(t, n->kids[i - 1].node->units, k->units) < 0,
+        CHECK(kids_wide(n) || i == 0 || block_cmp(t, n->kids[i - 1].node->units, k->units) < 0,
               "kids not sorted or first blocks not distinct");
+    }
+    if (kids_wide(n)) {
+        const uint64_t *tab = kid_tab(n);
+        uint64_t used = 0;
+
+        /* every slot names a kid whose block has the slot's hash ... */
+        for (uint32_t j = 0; j <= kid_mask(n); j++) {
+            uint32_t i = (uint32_t)tab[j];
+
+            if (!tab[j])
+                continue;
+            used++;
+            CHECK(i >= 1 && i <= n->n_kids, "wide node: slot names no kid");
+            CHECK((uint32_t)(tab[j] >> 32) == kid_hash(t, n->kids[i - 1].node->units),
+                  "wide node: slot hash != hash of the kid's first block");
+        }
+        CHECK(used == n->n_kids, "wide node: slot count != n_kids");
+        /* ... and a probe for each kid's block finds that kid's own slot: no kid unreachable
+         * (a gap in its probe run), none named twice, no two kids with one first block */
+        for (uint32_t i = 0; i < n->n_kids; i++) {
+            const uint32_t *blk = n->kids[i].node->units;
+            int found;
+            uint32_t j = wide_probe(t, n, blk, kid_hash(t, blk), &found);
+
+            CHECK(found && (uint32_t)tab[j] == i + 1,
+                  "wide node: kid not found, or first blocks not distinct");
+        }
     }
     return 0;
 }
@@ -740,7 +968,7 @@ int radix_check(const radix_tree *t, const char **why)
     for (radix_node *n = root; n; n = next_preorder(t, n, root)) {
         if (check_node(t, n, why))
             return -1;
-        bytes += (size_t)n->cap_kids * sizeof(radix_kid);
+        bytes += kids_size(n->cap_kids);
         if (n != root) {
             blocks += n->n_blocks;
             nodes++;

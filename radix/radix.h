@@ -14,9 +14,16 @@
  *               [depth][last_access][hits|pins][flags][lru link: 2 ptrs][owner*]
  *   data        [units: cap_blocks * bu uint32 | pad to 8][blocks: cap_blocks * radix_block]
  *                ^ units[i*bu .. (i+1)*bu) are block i's units; blocks[i] is its metadata
- *   kids        [radix_kid {first unit, node*}] * cap_kids, sorted by first unit, siblings
- *               with an equal first unit by the rest of their first block (bytewise), so
- *               one binary search finds a child even where all share a first token (BOS)
+ *   kids        [radix_kid {first unit, node*}] * cap_kids; kids[0 .. n_kids) are the node's
+ *               children. Up to 64 (cap_kids <= 64): sorted by first unit, siblings with an
+ *               equal first unit by the rest of their first block (bytewise), so one binary
+ *               search finds a child even where all share a first token (BOS). A node that
+ *               grows past 64 kids (a wide node: a key namespace of many root chains, a token
+ *               root with 100k first blocks) keeps kids[] dense in no particular order and
+ *               finds a child through a hash table of its whole first block that follows the
+ *               array in the same allocation (radix.c); adding or removing a kid is then O(1)
+ *               instead of a memmove of the array. The hash only locates a candidate: its
+ *               block is compared exactly. A wide node stays wide when it shrinks.
  *
  * The root is a sentinel with no blocks. A node other than the root has >= 1 block.
  *
@@ -37,8 +44,8 @@
  * never split or evicted. radix_publish() makes it visible.
  *
  * Bytes per cached block: 4*bu bytes of units, sizeof(radix_block) (40) of metadata, plus the
- * node header (208 bytes on LP64, the engine's per-tier links included), kid entry (16) and
- * allocator rounding shared by a node's blocks. radix_bytes() reports the exact heap bytes
+ * node header (208 bytes on LP64, the engine's per-tier links included), kid entry (16; 32
+ * in a wide node, its hash slots included) and allocator rounding shared by a node's blocks. radix_bytes() reports the exact heap bytes
  * the tree asked for.
  *
  * Thread safety: none. The engine serialises all calls on a tree under its lock.
@@ -76,7 +83,7 @@ typedef struct radix_kid {
 
 struct radix_node {
     radix_node *parent;  /* NULL for the root */
-    radix_kid *kids;     /* [cap_kids], sorted by first */
+    radix_kid *kids;     /* [cap_kids]: [0, n_kids) the children; order: see the layout above */
     uint32_t *units;     /* [cap_blocks * bu] */
     radix_block *blocks; /* [cap_blocks], inside the units allocation */
     uint32_t n_kids, cap_kids;
@@ -98,6 +105,12 @@ struct radix_node {
     util_list wlink;
     uint32_t n_dirty;
     uint32_t eflags; /* the caller's */
+    /* The engine's placement-policy history (engine/policy.c: an evict_hist per node, by
+     * the history rule; radix.c only zeroes it, the split hook copies it to the upper part):
+     * last access and EWMA gap in seconds, aged LFU count, TTL hint in seconds (0: none),
+     * accesses so far (0: never touched). */
+    double ph_last_s, ph_gap_s, ph_freq, ph_ttl_s;
+    uint32_t ph_hits;
 };
 
 typedef struct radix_tree radix_tree;
@@ -211,7 +224,9 @@ long radix_remove(radix_tree *t, radix_node *node, uint32_t from,
 
 /*
  * Check every structural invariant: parent links, kids in the order above with distinct
- * first blocks, kid.first == the kid's first unit, no empty non-root node, no kids under a
+ * first blocks (a wide node: every slot of its hash table names a kid under that kid's hash,
+ * as many slots as kids, and a lookup of each kid's first block finds that very kid),
+ * kid.first == the kid's first unit, no empty non-root node, no kids under a
  * pending node, depth, block, node and byte counts, keys consistent with the chain.
  * Returns 0, or -1 with *why (static text) set. O(size of the tree): for tests.
  */

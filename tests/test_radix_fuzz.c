@@ -18,6 +18,14 @@
  * The engine's usage is mimicked: leases pin every node from the root to a path's deepest
  * node and unpin by walking up from it (splits keep that right because the lower part keeps
  * the node identity); eviction trims unpinned leaves from the tail.
+ *
+ * Wide runs (a token tree of 4 units and a key tree): first 20,000 distinct root blocks are
+ * inserted, their first units drawn from only 16 values (siblings share first units and
+ * differ later in the block), so the root's kids go through the sorted form and then the
+ * hashed form of a wide node (radix.c); then the usual mix of operations runs with 60% of
+ * prompts starting at one of those roots, a few hot roots fanning out to 2,000 distinct
+ * second blocks (wide nodes below the root, which get split, trimmed and removed), and
+ * removes of everything emptying a wide root that then refills.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -227,12 +235,14 @@ typedef struct pend {
 typedef struct stats {
     long ops, inserts, new_leaves, splits_seen, eagain, ebusy, removes, removed_blocks, evicts,
         lru_evicts, pins, false_hit_probes, long_paths, pending_probes, trims_pending,
-        abandoned, insert_splits, pending_removes;
+        abandoned, insert_splits, pending_removes, wide_seen, wide_inner, max_kids;
 } stats;
 
 typedef struct fuzz {
     tu_rng rng;
     uint32_t bu, alphabet, max_blocks;
+    uint32_t wide_roots; /* wide runs: distinct root blocks; 0 otherwise */
+    int store_all;       /* publish leaves whole (no partial-store trims) */
     unsigned tflags;
     radix_tree *t;
     ref r;
@@ -280,12 +290,48 @@ static size_t node_seq(fuzz *f, const radix_node *n, uint32_t *out)
     return total;
 }
 
+/* Wide runs: root block r (its first unit one of 16 shared by all), or a block of the chain
+ * below a hot root r < WIDE_HOT, whose last node fans out to WIDE_FAN distinct blocks. */
+#define WIDE_FIRSTS 16
+#define WIDE_HOT 4
+#define WIDE_FAN 2000
+static void wide_block(const fuzz *f, uint32_t r, uint32_t *blk)
+{
+    blk[0] = r % WIDE_FIRSTS;
+    for (uint32_t i = 1; i < f->bu; i++)
+        blk[i] = i == 1 ? r : (r * 2654435761u + i) % 1000;
+}
+
+/* After hot root r's block in q: two fixed blocks, then fan block v (as far as units go).
+ * Returns the units written, the root's included. */
+static size_t hot_chain(const fuzz *f, uint32_t r, uint32_t v, uint32_t *q, size_t units)
+{
+    size_t u = f->bu;
+
+    for (uint32_t i = 0; i < 3 && u < units; i++, u += f->bu)
+        wide_block(f, i < 2 ? 2000000 + 2 * r + i : 1000000 + v, q + u);
+    return u;
+}
+
 /* A prompt of *n blocks in q. */
 static void gen_query(fuzz *f, uint32_t *q, size_t *n)
 {
     size_t nb = 1 + tu_below(&f->rng, f->max_blocks), units = nb * f->bu, u = 0;
     uint64_t how = tu_below(&f->rng, 10);
 
+    if (f->wide_roots && how < 6) { /* a wide root, maybe the hot chain, a short tail */
+        uint32_t r = (uint32_t)tu_below(&f->rng, f->wide_roots);
+
+        if (tu_below(&f->rng, 3) == 0)
+            r %= WIDE_HOT;
+        nb = 1 + tu_below(&f->rng, r < WIDE_HOT ? 6 : 4);
+        units = nb * f->bu;
+        wide_block(f, r, q);
+        u = f->bu;
+        if (r < WIDE_HOT && tu_below(&f->rng, 4))
+            u = hot_chain(f, r, (uint32_t)tu_below(&f->rng, WIDE_FAN), q, units);
+        how = 10;
+    }
     if (how < 4) { /* system prompt + tail */
         size_t s = tu_below(&f->rng, N_SYSTEM), len = f->sys_units[s];
         u = len < units ? len : units;
@@ -452,7 +498,7 @@ static void publish(fuzz *f, size_t i)
     size_t total;
 
     f->pending[i] = f->pending[--f->n_pending];
-    if (tu_below(&f->rng, 5) == 0) { /* only part of it could be stored */
+    if (!f->store_all && tu_below(&f->rng, 5) == 0) { /* only part of it could be stored */
         uint32_t keep = (uint32_t)tu_below(&f->rng, leaf->n_blocks + 1);
         f->st.trims_pending++;
         if (keep == 0) { /* nothing stored: the engine drops the leaf */
@@ -469,16 +515,16 @@ static void publish(fuzz *f, size_t i)
     lru_touch(f, leaf);
 }
 
-static void op_insert(fuzz *f, radix_path *p)
+/* Insert q[0 .. n blocks) (q is modified by probes). */
+static void insert_query(fuzz *f, radix_path *p, uint32_t *q, size_t n)
 {
-    uint32_t q[MAX_UNITS], ids[MAX_BLOCKS];
+    uint32_t ids[MAX_BLOCKS];
     uint64_t keys[MAX_BLOCKS];
-    size_t n, have;
+    size_t have;
     radix_node *leaf = (radix_node *)1;
     uint64_t blocks = radix_blocks(f->t), nodes;
     int rc, expect_again = 0;
 
-    gen_query(f, q, &n);
     have = ref_walk(&f->r, q, n, ids);
     for (size_t i = 0; i < have; i++)
         if (f->r.e[ids[i]].pending) {
@@ -558,6 +604,15 @@ static void op_insert(fuzz *f, radix_path *p)
         if (whole && ref_match(&f->r, q, n) == n && tu_below(&f->rng, 3) == 0)
             probe_false_hit(f, p, q, n);
     }
+}
+
+static void op_insert(fuzz *f, radix_path *p)
+{
+    uint32_t q[MAX_UNITS];
+    size_t n;
+
+    gen_query(f, q, &n);
+    insert_query(f, p, q, n);
 }
 
 /* Matches with RADIX_SPLIT ending at every block of a cached prompt, in random order, leave
@@ -782,6 +837,14 @@ static void check_all(fuzz *f)
         }
         /* a leaf of the tree is a leaf of the reference */
         TU_CHECK(n->n_kids || n->n_blocks == 0 || f->r.e[id].n_kids == 0);
+        /* as many kids as the reference has distinct next blocks */
+        TU_CHECK_EQ(n->n_kids, f->r.e[id].n_kids);
+        if (n->n_kids > 64) {
+            f->st.wide_seen++;
+            f->st.wide_inner += n->parent != NULL;
+        }
+        if (n->n_kids > f->st.max_kids)
+            f->st.max_kids = n->n_kids;
         blocks += n->n_blocks;
         nodes += n->parent != NULL;
         if (sp + n->n_kids > cap) {
@@ -799,7 +862,7 @@ static void check_all(fuzz *f)
 }
 
 static void run(uint64_t seed, uint32_t bu, unsigned tflags, uint32_t alphabet,
-                uint32_t max_blocks, long n_ops, uint64_t cap_blocks)
+                uint32_t max_blocks, long n_ops, uint64_t cap_blocks, uint32_t wide_roots)
 {
     fuzz *f = calloc(1, sizeof(*f));
     radix_hooks hooks = {hook_free, f, NULL};
@@ -812,6 +875,7 @@ static void run(uint64_t seed, uint32_t bu, unsigned tflags, uint32_t alphabet,
     f->tflags = tflags;
     f->alphabet = alphabet;
     f->max_blocks = max_blocks;
+    f->wide_roots = wide_roots;
     util_list_init(&f->lru);
     ref_init(&f->r, bu);
     TU_CHECK_EQ(radix_create(bu, tflags, &hooks, &f->t), 0);
@@ -821,6 +885,40 @@ static void run(uint64_t seed, uint32_t bu, unsigned tflags, uint32_t alphabet,
         f->sys_units[s] = tu_below(&f->rng, (max_blocks / 2 + 1) * bu);
         for (size_t u = 0; u < f->sys_units[s]; u++)
             f->sys[s][u] = rnd_unit(f);
+    }
+    if (wide_roots) { /* every root block once, one or two blocks each */
+        uint32_t q[MAX_UNITS];
+        radix_node *root = radix_root(f->t);
+
+        for (uint32_t r = 0; r < wide_roots; r++) {
+            size_t n = 1 + tu_below(&f->rng, 2);
+
+            wide_block(f, r, q);
+            for (size_t u = bu; u < n * bu; u++)
+                q[u] = rnd_unit(f);
+            f->store_all = 1;
+            insert_query(f, &path, q, n);
+            f->store_all = 0;
+            if (r == 64 || r == 128 || r % 4999 == 0)
+                check_all(f);
+            TU_CHECK_EQ(root->n_kids, r + 1);
+        }
+        for (uint32_t r = 0; r < WIDE_HOT; r++) /* the hot roots fan out */
+            for (uint32_t v = 0; v < 150; v++) {
+                size_t n = 4 + tu_below(&f->rng, 2);
+
+                wide_block(f, r, q);
+                hot_chain(f, r, v, q, n * bu);
+                for (size_t u = 4 * bu; u < n * bu; u++)
+                    q[u] = rnd_unit(f);
+                f->store_all = 1;
+                insert_query(f, &path, q, n);
+                while (f->n_pending) /* the next one walks through this one */
+                    publish(f, 0);
+                f->store_all = 0;
+            }
+        check_all(f);
+        TU_CHECK(f->st.wide_inner >= WIDE_HOT);
     }
 
     for (long op = 0; op < n_ops; op++) {
@@ -860,13 +958,14 @@ static void run(uint64_t seed, uint32_t bu, unsigned tflags, uint32_t alphabet,
     printf("bu=%u%s: ops=%ld inserts=%ld leaves=%ld splits(match)=%ld eagain=%ld ebusy=%ld "
             "removes=%ld removed=%ld evicts=%ld (lru %ld) pins=%ld false-hit probes=%ld "
             "paths>%d=%ld pending probes=%ld pending trims=%ld abandoned=%ld insert splits=%ld "
-            "blocks=%llu "
+            "wide nodes seen=%ld (below the root %ld) max kids=%ld blocks=%llu "
             "nodes=%llu bytes=%llu\n",
             bu, tflags & RADIX_KEYS ? " keys" : "", f->st.ops, f->st.inserts, f->st.new_leaves,
             f->st.splits_seen, f->st.eagain, f->st.ebusy, f->st.removes, f->st.removed_blocks,
             f->st.evicts, f->st.lru_evicts, f->st.pins, f->st.false_hit_probes,
             RADIX_PATH_INLINE, f->st.long_paths, f->st.pending_probes, f->st.trims_pending,
-            f->st.abandoned, f->st.insert_splits, (unsigned long long)radix_blocks(f->t),
+            f->st.abandoned, f->st.insert_splits, f->st.wide_seen, f->st.wide_inner, f->st.max_kids,
+            (unsigned long long)radix_blocks(f->t),
             (unsigned long long)radix_nodes(f->t), (unsigned long long)radix_bytes(f->t));
     /* every interesting outcome happened, or the run proved little */
     TU_CHECK(f->st.new_leaves > 100 && f->st.splits_seen > 10 && f->st.eagain > 0 &&
@@ -875,6 +974,8 @@ static void run(uint64_t seed, uint32_t bu, unsigned tflags, uint32_t alphabet,
              f->st.insert_splits > 10 && f->st.pending_removes > 0);
     if (bu == 1)
         TU_CHECK(f->st.long_paths > 0);
+    if (wide_roots)
+        TU_CHECK(f->st.wide_seen > 0 && f->st.wide_inner > 0);
 
     nodes_at_end = radix_nodes(f->t);
     f->freed_nodes = 0;
@@ -891,11 +992,14 @@ int main(void)
 {
     uint64_t seed = tu_seed("test_radix_fuzz", 20240611);
 
-    /* bu, flags, alphabet, longest prompt (blocks), ops, block budget */
-    run(seed, 1, 0, 6, MAX_BLOCKS, 100000, 3000);
-    run(seed, 4, 0, 3, 32, 100000, 3000);
-    run(seed, 16, 0, 2, 24, 100000, 2500);
-    run(seed, 2, RADIX_KEYS, 4, MAX_BLOCKS, 100000, 3000);
+    /* bu, flags, alphabet, longest prompt (blocks), ops, block budget, wide roots */
+    run(seed, 1, 0, 6, MAX_BLOCKS, 100000, 3000, 0);
+    run(seed, 4, 0, 3, 32, 100000, 3000, 0);
+    run(seed, 16, 0, 2, 24, 100000, 2500, 0);
+    run(seed, 2, RADIX_KEYS, 4, MAX_BLOCKS, 100000, 3000, 0);
+    /* wide: 20k distinct roots sharing 16 first units */
+    run(seed, 4, 0, 3, 16, 100000, 40000, 20000);
+    run(seed, 2, RADIX_KEYS, 4, 16, 100000, 40000, 20000);
     printf("test_radix_fuzz: ok\n");
     return 0;
 }

@@ -11,6 +11,11 @@
  * split is allowed to remain. The same operation is then retried without injection (as the
  * engine would) and must reach the state a run without any failure reaches. An attempt that
  * succeeds while a failure was injected (one the tree absorbs) must reach that state too.
+ *
+ * Wide nodes (radix.c: past 64 kids a node's kids are found through a hash table in the same
+ * allocation) are covered where their buffer is built: the 65th kid turning a node wide (the
+ * root, and a node below it), the 129th growing a wide table, an insert into a wide node with
+ * room, and splits of a wide node's kid and of a wide node itself. Siblings share first units.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -21,9 +26,9 @@
 #include "testutil.h"
 #include "util/util.h"
 
-#define MAX_SEQS 8
-#define MAX_UNITS 4096
-#define MAX_ACTIONS 128
+#define MAX_SEQS 160
+#define MAX_UNITS 512
+#define MAX_ACTIONS 256
 
 enum { ACT_INSERT, ACT_MATCH_SPLIT };
 
@@ -43,6 +48,11 @@ typedef struct scenario {
     action setup[MAX_ACTIONS];
     int n_setup;
     action op;
+    /* where set (cap_after != 0): kid capacity of the last node of the match of the first
+     * probe_blocks blocks of seq probe_seq (the root for 0 blocks), before and after op */
+    int probe_seq;
+    size_t probe_blocks;
+    uint32_t cap_before, cap_after;
 } scenario;
 
 /* What the tree answers for every prefix length of every sequence. */
@@ -72,6 +82,28 @@ static void seq_fork(scenario *sc, int s, int from, size_t unit_at, size_t n)
     seq_random(sc, s, n);
     memcpy(sc->seq[s], sc->seq[from], unit_at * sizeof(uint32_t));
     sc->seq[s][unit_at] = sc->seq[from][unit_at] + 1;
+}
+
+/* seq s: n random blocks whose first block starts with unit `first` and is told apart from
+ * every other such block by its second unit (units 1000 + s never come from unit()). With
+ * bu == 1 the first unit itself is 1000 + s. */
+static void seq_root(scenario *sc, int s, size_t n, uint32_t first)
+{
+    seq_random(sc, s, n);
+    if (sc->bu == 1) {
+        sc->seq[s][0] = 1000 + (uint32_t)s;
+        return;
+    }
+    sc->seq[s][0] = first;
+    sc->seq[s][1] = 1000 + (uint32_t)s;
+}
+
+/* seq s: seq `from`'s first `blocks` blocks, then a block like seq_root's, then random. */
+static void seq_below(scenario *sc, int s, int from, size_t blocks, size_t n, uint32_t first)
+{
+    seq_root(sc, s, n, first);
+    memmove(sc->seq[s] + blocks * sc->bu, sc->seq[s], (n - blocks) * sc->bu * sizeof(uint32_t));
+    memcpy(sc->seq[s], sc->seq[from], blocks * sc->bu * sizeof(uint32_t));
 }
 
 static void add_setup(scenario *sc, int kind, int s, size_t blocks)
@@ -139,6 +171,21 @@ static void same_answers(const scenario *sc, const answers *a, const answers *b)
     }
 }
 
+static uint32_t probe_cap(radix_tree *t, const scenario *sc)
+{
+    radix_path p;
+    radix_node *n = radix_root(t);
+
+    radix_path_init(&p);
+    if (sc->probe_blocks) {
+        TU_CHECK_EQ(radix_match(t, sc->seq[sc->probe_seq], sc->probe_blocks, 0, &p), 0);
+        TU_CHECK(p.blocks == sc->probe_blocks && p.last_blocks == p.nodes[p.n - 1]->n_blocks);
+        n = p.nodes[p.n - 1];
+    }
+    radix_path_free(&p);
+    return n->cap_kids;
+}
+
 /* Run an action; the status of radix_insert / radix_match. */
 static int act(radix_tree *t, const scenario *sc, const action *ac, radix_path *p)
 {
@@ -189,8 +236,12 @@ static void run(scenario *sc)
     t = build(sc);
     ask(t, sc, before);
     nodes_before = radix_nodes(t);
+    if (sc->cap_after)
+        TU_CHECK_EQ(probe_cap(t, sc), sc->cap_before);
     TU_CHECK_EQ(act(t, sc, &sc->op, &p), 0);
     check_tree(t);
+    if (sc->cap_after)
+        TU_CHECK_EQ(probe_cap(t, sc), sc->cap_after);
     ask(t, sc, after);
     if (sc->op.kind == ACT_MATCH_SPLIT) {
         TU_CHECK_EQ(radix_nodes(t), nodes_before + 1); /* the scenario does split */
@@ -352,6 +403,84 @@ int main(void)
         sc->op = (action){ACT_MATCH_SPLIT, 1, 15};
         run(sc);
         free(sc);
+
+        /* wide nodes: roots 0..w-1 in the setup (first units 0..3 shared), root w inserted */
+        static const struct {
+            const char *name, *keys_name;
+            int roots;
+            uint32_t cap_before, cap_after;
+        } wide[] = {
+            {"insert the 65th root: the root turns wide", "keys: insert the 65th root", 64, 64,
+             128},
+            {"insert the 129th root: a wide root grows", "keys: insert the 129th root", 128, 128,
+             256},
+            {"insert into a wide root with room", "keys: insert into a wide root", 100, 128, 128},
+        };
+        for (size_t i = 0; i < sizeof(wide) / sizeof(wide[0]); i++) {
+            sc = new_scenario(keys ? wide[i].keys_name : wide[i].name, bu, fl);
+            for (int s = 0; s <= wide[i].roots; s++) {
+                seq_root(sc, s, 1 + s % 3, (uint32_t)s % 4);
+                if (s < wide[i].roots)
+                    add_setup(sc, ACT_INSERT, s, sc->seq_blocks[s]);
+            }
+            sc->op = (action){ACT_INSERT, wide[i].roots, sc->seq_blocks[wide[i].roots]};
+            sc->cap_before = wide[i].cap_before;
+            sc->cap_after = wide[i].cap_after;
+            run(sc);
+            free(sc);
+        }
+
+        /* 100 roots; root 50 (3 blocks) is split by an insert diverging in its block 2 */
+        sc = new_scenario(NAME("insert splitting a kid of a wide root"), bu, fl);
+        for (int s = 0; s < 100; s++) {
+            seq_root(sc, s, 3, (uint32_t)s % 4);
+            add_setup(sc, ACT_INSERT, s, 3);
+        }
+        seq_fork(sc, 100, 50, bu + bu / 2, 4);
+        sc->op = (action){ACT_INSERT, 100, 4};
+        sc->cap_before = sc->cap_after = 128;
+        run(sc);
+        free(sc);
+
+        sc = new_scenario(NAME("match RADIX_SPLIT in a kid of a wide root"), bu, fl);
+        for (int s = 0; s < 100; s++) {
+            seq_root(sc, s, 3, (uint32_t)s % 4);
+            add_setup(sc, ACT_INSERT, s, 3);
+        }
+        sc->op = (action){ACT_MATCH_SPLIT, 50, 2};
+        sc->cap_before = sc->cap_after = 128;
+        run(sc);
+        free(sc);
+
+        /* a node below the root (seq 0's 3 blocks) with 64 kids gets its 65th */
+        sc = new_scenario(NAME("insert the 65th kid of an inner node"), bu, fl);
+        seq_random(sc, 0, 3);
+        add_setup(sc, ACT_INSERT, 0, 3);
+        for (int s = 1; s <= 65; s++) {
+            seq_below(sc, s, 0, 3, 4 + s % 2, 7);
+            if (s < 65)
+                add_setup(sc, ACT_INSERT, s, sc->seq_blocks[s]);
+        }
+        sc->op = (action){ACT_INSERT, 65, sc->seq_blocks[65]};
+        sc->probe_blocks = 3;
+        sc->cap_before = 64;
+        sc->cap_after = 128;
+        run(sc);
+        free(sc);
+
+        /* that wide node itself split: the upper part is new, the wide kid table stays */
+        sc = new_scenario(NAME("match RADIX_SPLIT of a wide node"), bu, fl);
+        seq_random(sc, 0, 3);
+        add_setup(sc, ACT_INSERT, 0, 3);
+        for (int s = 1; s <= 100; s++) {
+            seq_below(sc, s, 0, 3, 4, 7);
+            add_setup(sc, ACT_INSERT, s, 4);
+        }
+        sc->op = (action){ACT_MATCH_SPLIT, 0, 1};
+        sc->probe_blocks = 3;
+        sc->cap_before = sc->cap_after = 128;
+        run(sc);
+        free(sc);
     }
 
     /* paths longer than the inline array: the path grows during the walk */
@@ -398,6 +527,31 @@ int main(void)
         TU_CHECK_EQ(radix_trim(t, leaf, 3), 0);
         TU_CHECK_EQ(radix_trim(t, leaf, 0), 0);
         TU_CHECK_EQ(radix_remove(t, radix_root(t), 0, NULL, NULL), 16);
+        util_alloc_fail_after(-1);
+        TU_CHECK_EQ(util_alloc_failures(), fails);
+        check_tree(t);
+        TU_CHECK_EQ(radix_blocks(t), 0);
+
+        /* the same on a wide root: trim a kid away, remove one, then everything */
+        for (uint32_t r = 0; r < 100; r++) {
+            q[0] = r % 4;
+            q[1] = 1000 + r;
+            TU_CHECK_EQ(radix_insert(t, q, 2, &p, &leaf), 0);
+            radix_publish(t, leaf);
+        }
+        TU_CHECK(radix_root(t)->cap_kids > 64);
+        q[0] = 1;
+        q[1] = 1000 + 41;
+        TU_CHECK_EQ(radix_match(t, q, 2, 0, &p), 0);
+        TU_CHECK_EQ(p.blocks, 2);
+        fails = util_alloc_failures();
+        util_alloc_fail_after(0);
+        TU_CHECK_EQ(radix_trim(t, p.nodes[0], 0), 0);
+        q[1] = 1000 + 45;
+        TU_CHECK_EQ(radix_match(t, q, 2, 0, &p), 0);
+        TU_CHECK_EQ(radix_remove(t, p.nodes[0], 0, NULL, NULL), 2);
+        check_tree(t);
+        TU_CHECK_EQ(radix_remove(t, radix_root(t), 0, NULL, NULL), 196);
         util_alloc_fail_after(-1);
         TU_CHECK_EQ(util_alloc_failures(), fails);
         check_tree(t);
