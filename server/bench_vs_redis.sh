@@ -12,7 +12,10 @@ n_small=1000000 n_big=2000
 dir=$(mktemp -d /tmp/kvs-bench-XXXXXX)
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 kp=$(port) rp=$(port)
-"$BIN" --port "$kp" --dram-bytes 4G --loglevel warning >"$dir/kvtier.log" 2>&1 &
+# tiers on: DRAM 4G in front of nvme (1G slot files) and disk (4G), all under $dir/data;
+# KVTIER_BENCH_DATA_DIR=none benchmarks the DRAM-only service
+"$BIN" --port "$kp" --dram-bytes 4G --data-dir "${KVTIER_BENCH_DATA_DIR:-$dir/data}" \
+    --nvme-bytes 1G --disk-bytes 4G --loglevel warning >"$dir/kvtier.log" 2>&1 &
 kpid=$!
 redis-server --port "$rp" --save "" --appendonly no --daemonize no --logfile "$dir/redis.log" &
 rpid=$!

@@ -91,6 +91,13 @@ int cfg_defaults(srv_config *c)
     c->query_buffer_limit = 1ull << 30;
     c->output_buffer_limit = 1ull << 30;
     c->offload_bytes = 256u << 10;
+    /* persistent by default: `kvtier serve` with no configuration keeps its tiers (the
+     * catalog and the disk tier; nvme when nvme_bytes is set) under ./data */
+    snprintf(c->data_dir, sizeof(c->data_dir), "./data");
+    c->nvme_bytes = 0;          /* the engine's defaults: nvme off, disk 1 GiB */
+    c->disk_bytes = 1ull << 30;
+    c->io_depth = 32;
+    c->backpressure_ms = -1;
     c->access_log_hash_ids = 1;
     c->shutdown_timeout_s = 10;
     c->loglevel = 1;
@@ -178,9 +185,17 @@ static int tenant_set(srv_tenant *t, const char *key, const char *v, char *err, 
         if (parse_size(v, &sz))
             goto bad;
         t->quota_dram = sz;
-    } else if (!strcmp(k, "quota_nvme") || !strcmp(k, "quota_disk") || !strcmp(k, "quota_hbm")) {
-        snprintf(err, errlen, "tenant %s: %s: this engine version has only the DRAM tier "
-                 "(quotas for other tiers arrive with them)", t->name, key);
+    } else if (!strcmp(k, "quota_nvme")) {
+        if (parse_size(v, &sz))
+            goto bad;
+        t->quota_nvme = sz;
+    } else if (!strcmp(k, "quota_disk")) {
+        if (parse_size(v, &sz))
+            goto bad;
+        t->quota_disk = sz;
+    } else if (!strcmp(k, "quota_hbm")) {
+        snprintf(err, errlen, "tenant %s: %s: the service does not manage the HBM tier (it "
+                 "stores host-side tiers: dram, nvme, disk)", t->name, key);
         return -1;
     } else if (!strcmp(k, "admin")) {
         if (parse_bool(v, &iv))
@@ -270,6 +285,37 @@ int cfg_set(srv_config *c, const char *key, const char *v, char *err, size_t err
         if (parse_size(v, &sz))
             goto bad;
         c->offload_bytes = sz;
+    } else if (!strcmp(k, "data_dir")) {
+        if (!strcasecmp(v, "none") || !strcasecmp(v, "off") || !v[0])
+            c->data_dir[0] = 0;
+        else if (strlen(v) >= sizeof(c->data_dir) - 32)
+            goto bad;
+        else
+            snprintf(c->data_dir, sizeof(c->data_dir), "%s", v);
+    } else if (!strcmp(k, "nvme_path") || !strcmp(k, "disk_path")) {
+        char *dst = k[0] == 'n' ? c->nvme_path : c->disk_path;
+        if (strlen(v) >= SRV_PATH_MAX)
+            goto bad;
+        snprintf(dst, SRV_PATH_MAX, "%s", v);
+    } else if (!strcmp(k, "nvme_bytes")) {
+        if (parse_size(v, &sz))
+            goto bad;
+        c->nvme_bytes = sz;
+    } else if (!strcmp(k, "disk_bytes")) {
+        if (parse_size(v, &sz))
+            goto bad;
+        c->disk_bytes = sz;
+    } else if (!strcmp(k, "nvme_bandwidth") || !strcmp(k, "disk_bandwidth")) {
+        if (parse_size(v, &sz))
+            goto bad;
+        *(k[0] == 'n' ? &c->nvme_bw : &c->disk_bw) = sz;
+    } else if (!strcmp(k, "io_depth")) {
+        if (parse_int(v, 1, 4096, &iv))
+            goto bad;
+        c->io_depth = (unsigned)iv;
+    } else if (!strcmp(k, "backpressure_ms")) {
+        if (parse_int(v, 0, 3600000, &c->backpressure_ms))
+            goto bad;
     } else if (!strcmp(k, "access_log")) {
         snprintf(c->access_log, sizeof(c->access_log), "%s", v);
     } else if (!strcmp(k, "access_log_hash_ids")) {
@@ -365,7 +411,7 @@ int cfg_finish(srv_config *c, char *err, size_t errlen)
         t->ns_any = 1;
         t->admin = 1;
     }
-    uint64_t qsum = 0;
+    uint64_t qsum = 0, qn = 0, qd = 0;
     for (int i = 0; i < c->n_tenants; i++) {
         srv_tenant *t = c->tenants[i];
         if (!t->nopass && !t->password) {
@@ -378,6 +424,24 @@ int cfg_finish(srv_config *c, char *err, size_t errlen)
             return -1;
         }
         qsum += t->quota_dram;
+        qn += t->quota_nvme;
+        qd += t->quota_disk;
+        if (!c->data_dir[0] && (t->quota_nvme || t->quota_disk)) {
+            snprintf(err, errlen, "tenant %s: quota_nvme/quota_disk need the persistent tiers "
+                     "(data_dir is none)", t->name);
+            return -1;
+        }
+    }
+    if (c->data_dir[0] && qn > c->nvme_bytes && c->nvme_bytes)
+        fprintf(stderr, "kvtier serve: warning: tenant nvme quotas add up to %" PRIu64
+                " bytes, more than the tier's %" PRIu64 "\n", qn, c->nvme_bytes);
+    if (c->data_dir[0] && qd > c->disk_bytes && c->disk_bytes)
+        fprintf(stderr, "kvtier serve: warning: tenant disk quotas add up to %" PRIu64
+                " bytes, more than the tier's %" PRIu64 "\n", qd, c->disk_bytes);
+    if (c->data_dir[0] && !c->nvme_bytes && !c->disk_bytes) {
+        snprintf(err, errlen, "data_dir is set but nvme_bytes and disk_bytes are both 0 (set "
+                 "one, or data_dir = none for a DRAM-only service)");
+        return -1;
     }
     if (c->max_value_bytes > c->proto_max_bulk_len)
         c->max_value_bytes = c->proto_max_bulk_len;

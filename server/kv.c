@@ -32,6 +32,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <xxhash.h>
 
 #include "srv.h"
@@ -67,8 +68,9 @@ static void chain_keys(uint64_t m, uint64_t version, size_t n, uint64_t *out)
 
 static uint64_t new_version(void)
 {
+    /* unique across restarts too (values persist): the wall clock is part of it */
     static _Atomic uint64_t ctr;
-    uint64_t v[2] = {atomic_fetch_add(&ctr, 1), now_ns_mono()};
+    uint64_t v[3] = {atomic_fetch_add(&ctr, 1), now_ns_mono(), now_ms_real()};
     return XXH3_64bits(v, sizeof(v)) | 1;
 }
 
@@ -88,7 +90,8 @@ static pthread_mutex_t *stripe(srv *s, uint64_t m) { return &s->stripe[m & 255];
  * KV_FOUND: buf holds our meta (magic ok, same key); KV_OTHER: the slot M holds something
  * else (another key with the same 64-bit hash, or not a meta block); KV_MISSING; <0 error.
  */
-static int read_meta(srv *s, srv_tenant *t, const srv_arg *k, uint64_t m, char *buf, kv_meta *meta)
+static int read_meta_t(srv *s, srv_tenant *t, const srv_arg *k, uint64_t m, char *buf,
+                       kv_meta *meta, int *tier)
 {
     size_t matched = 0;
     kvt_lease *l = NULL;
@@ -99,8 +102,21 @@ static int read_meta(srv *s, srv_tenant *t, const srv_arg *k, uint64_t m, char *
         kvt_release(l);
         return KV_MISSING;
     }
+    if (tier) {
+        kvt_tier tr = KVT_TIER_DRAM;
+        kvt_lease_block_tier(l, 0, &tr);
+        *tier = (int)tr;
+    }
     rc = kvt_read_contig(l, 0, 1, buf, s->cfg.kv_block_bytes);
     kvt_release(l);
+    if (rc == KVT_ECORRUPT) {
+        /* the engine dropped the block: the value is gone (never served) */
+        atomic_fetch_add_explicit(&t->kv_corrupt, 1, memory_order_relaxed);
+        atomic_fetch_sub(&t->keys, 1);
+        srv_log(s, 0, "tenant %s: a value's meta block failed verification; dropped (a miss)",
+                t->name);
+        return KV_MISSING;
+    }
     if (rc)
         return rc;
     memcpy(meta, buf, sizeof(*meta));
@@ -111,16 +127,33 @@ static int read_meta(srv *s, srv_tenant *t, const srv_arg *k, uint64_t m, char *
     return KV_FOUND;
 }
 
+static int read_meta(srv *s, srv_tenant *t, const srv_arg *k, uint64_t m, char *buf, kv_meta *meta)
+{
+    return read_meta_t(s, t, k, m, buf, meta, NULL);
+}
+
 static int expired(const kv_meta *m, uint64_t now) { return m->expire_ms && m->expire_ms <= now; }
 
 /* Remove a one-block or chain prefix; retry briefly while a reader pins it. */
+/* Remove a one-block or chain prefix; retry while a reader pins it or the write-through
+ * (persistent tiers: a block just stored is being written and synced) works on it: spin
+ * briefly, then sleep with backoff, for at most ~3 s. */
 static int remove_retry(kvt_ns *ns, const uint64_t *keys, size_t n)
 {
     int rc = -EBUSY;
-    for (int i = 0; i < 20000 && rc == -EBUSY; i++) {
+    for (int i = 0; i < 200 && rc == -EBUSY; i++) {
         rc = kvt_remove_keys(ns, keys, n, NULL);
         if (rc == -EBUSY)
             sched_yield();
+    }
+    long us = 20, waited = 0;
+    while (rc == -EBUSY && waited < 3000000) {
+        struct timespec ts = {0, us * 1000};
+        nanosleep(&ts, NULL);
+        waited += us;
+        if (us < 1000)
+            us *= 2;
+        rc = kvt_remove_keys(ns, keys, n, NULL);
     }
     return rc == -ENOENT ? 0 : rc;
 }
@@ -351,20 +384,25 @@ static void reply_store_error(cmdctx *x, int rc)
  * Look key k up. On a hit: emits the bulk reply when emit (streamed from the engine for
  * chained values), returns 1 and fills *meta_out. Miss: 0 (emits nil when emit). Error: <0.
  * check_only: measure the chain without a lease (EXISTS).
+ * A chain with blocks on nvme/disk is read before the reply (a block failing verification
+ * makes the value a miss, never partial or bad data); with can_offload the command is
+ * first moved to a worker (KV_OFFLOADED: nothing emitted).
  */
-static int kv_lookup(cmdctx *x, const srv_arg *k, int emit, kv_meta *meta_out)
+#define KV_OFFLOADED 2
+static int kv_lookup(cmdctx *x, const srv_arg *k, int emit, kv_meta *meta_out, int can_offload)
 {
     srv *s = x->s;
     srv_tenant *t = x->t;
     uint64_t B = s->cfg.kv_block_bytes;
     uint64_t m = meta_key(k);
     char *buf = malloc(B);
-    int ret = -ENOMEM;
+    int ret = -ENOMEM, hit_tier = -1;
     if (!buf)
         goto out;
     for (int attempt = 0; attempt < 4; attempt++) {
         kv_meta meta;
-        int r = read_meta(s, t, k, m, buf, &meta);
+        int mtier = KVT_TIER_DRAM;
+        int r = read_meta_t(s, t, k, m, buf, &meta, &mtier);
         if (r < 0) {
             ret = r;
             goto out;
@@ -384,6 +422,7 @@ static int kv_lookup(cmdctx *x, const srv_arg *k, int emit, kv_meta *meta_out)
             ret = -EFBIG; /* refused before anything is emitted */
             goto out;
         }
+        hit_tier = mtier;
         if (meta.flags & KV_INLINE) {
             if (emit)
                 rp_bulk(x->out, buf + sizeof(kv_meta) + k->n, meta.value_len);
@@ -406,11 +445,50 @@ static int kv_lookup(cmdctx *x, const srv_arg *k, int emit, kv_meta *meta_out)
             goto out;
         }
         if (matched == n) {
-            if (emit)
-                rp_bulk_stream(x->out, l, 0, n, B, meta.value_len);
-            else
+            if (!emit) {
                 kvt_release(l);
-            ret = 1;
+                ret = 1;
+                goto out;
+            }
+            int worst = KVT_TIER_DRAM; /* a hit counts in the slowest tier it read */
+            for (size_t i = 0; i < n; i++) {
+                kvt_tier tr = KVT_TIER_DRAM;
+                if (kvt_lease_block_tier(l, i, &tr) == 0 && (int)tr > worst && (int)tr < 4)
+                    worst = (int)tr;
+            }
+            if (worst > hit_tier)
+                hit_tier = worst;
+            int all_dram = worst == KVT_TIER_DRAM;
+            if (all_dram) {
+                rp_bulk_stream(x->out, l, 0, n, B, meta.value_len);
+                ret = 1;
+                goto out;
+            }
+            if (can_offload && cmd_offload(x)) { /* nvme/disk reads: not on the loop */
+                kvt_release(l);
+                free(buf);
+                return KV_OFFLOADED;
+            }
+            char *val = malloc(n * B);
+            rc = val ? kvt_read_contig(l, 0, n, val, n * B) : -ENOMEM;
+            kvt_release(l);
+            if (rc == 0) {
+                rp_bulk(x->out, val, meta.value_len);
+                free(val);
+                ret = 1;
+                goto out;
+            }
+            free(val);
+            if (rc != KVT_ECORRUPT && rc != -EIO) {
+                ret = rc;
+                goto out;
+            }
+            /* a chain block failed verification (the engine dropped it): a miss */
+            atomic_fetch_add_explicit(&t->kv_corrupt, 1, memory_order_relaxed);
+            srv_log(s, 0, "tenant %s: a value's data block failed to read (%s); the value is "
+                    "dropped (a miss, never partial data)", t->name, kvt_strerror(rc));
+            kv_delete(s, t, k, meta.version, 1);
+            ret = 0;
             goto out;
         }
         kvt_release(l);
@@ -430,6 +508,8 @@ out:
     free(buf);
     if (ret == 0 && emit)
         rp_nil(x->out, x->resp);
+    if (ret == 1 && emit && hit_tier >= 0 && hit_tier < 4)
+        atomic_fetch_add_explicit(&t->kv_hits_tier[hit_tier], 1, memory_order_relaxed);
     return ret;
 }
 
@@ -462,7 +542,9 @@ void cmd_get(cmdctx *x)
         return;
     }
     kv_meta meta;
-    int r = kv_lookup(x, k, 1, &meta);
+    int r = kv_lookup(x, k, 1, &meta, 1);
+    if (r == KV_OFFLOADED)
+        return; /* runs again on a worker */
     if (r == -EFBIG)
         rp_err(x->out, "reply of %" PRIu64 " bytes exceeds the output buffer limit (%" PRIu64
                " bytes, output_buffer_limit)", meta.value_len, x->s->cfg.output_buffer_limit);
@@ -482,7 +564,7 @@ void cmd_mget(cmdctx *x)
             rp_nil(x->out, x->resp);
             r = 0;
         } else {
-            r = kv_lookup(x, k, 1, &meta);
+            r = kv_lookup(x, k, 1, &meta, 0);
             if (r < 0)
                 rp_nil(x->out, x->resp); /* an array element cannot carry the error */
         }
@@ -619,7 +701,7 @@ void cmd_exists(cmdctx *x)
     for (int i = 1; i < x->argc; i++) {
         if (x->argv[i].n > x->s->cfg.max_key_bytes)
             continue;
-        int r = kv_lookup(x, &x->argv[i], 0, NULL);
+        int r = kv_lookup(x, &x->argv[i], 0, NULL, 0);
         if (r > 0)
             n++;
     }
@@ -781,7 +863,7 @@ static void ttl_common(cmdctx *x, int ms)
         rp_int(x->out, -2);
         return;
     }
-    int r = kv_lookup(x, &x->argv[1], 0, &meta);
+    int r = kv_lookup(x, &x->argv[1], 0, &meta, 0);
     if (r < 0) {
         rp_err(x->out, "reading the key failed: %s", kvt_strerror(r));
         return;

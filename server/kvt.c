@@ -8,14 +8,19 @@
  * Token blobs are little-endian uint32 arrays (4 bytes per token). KV blobs are whole
  * blocks in the engine's block layout ([layers][2][block_tokens][kv_heads][head_dim]).
  *
- * This engine version has one tier (DRAM): KVT.MATCH reports every matched block in
- * "dram"; the load plan (issue 4) and prefetch (no lower tier to prefetch from) are absent
- * and say so; TTL hints for token namespaces are refused (the engine has no TTLs yet).
+ * Tiers: KVT.MATCH takes a lease, reports each matched block's tier (kvt_lease_block_tier)
+ * as runs, and releases it once the reply is built. KVT.GET streams blocks that are all in
+ * DRAM from the lease; when some are on nvme/disk it runs on a worker (cmd_offload) and
+ * reads them there block by block before replying, so that a block failing verification
+ * (KVT_ECORRUPT) is known before the reply's length is: the reply is then the intact
+ * blocks before it plus an error (never bad bytes). The load plan (issue 4) is absent;
+ * TTL hints for token namespaces are refused (the engine has no TTLs yet).
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "srv.h"
 
@@ -29,6 +34,12 @@ static int name_ok(const srv_arg *a)
             return 0;
     }
     return 1;
+}
+
+const char *tier_name(int tier)
+{
+    static const char *n[4] = {"hbm", "dram", "nvme", "disk"};
+    return tier >= 0 && tier < 4 ? n[tier] : "?";
 }
 
 static srv_ns *ns_find(srv_tenant *t, const srv_arg *name)
@@ -138,28 +149,26 @@ void cmd_kvt_ns_create(cmdctx *x)
         rp_err(x->out, "tenant '%s' has its maximum of %u namespaces", t->name, t->max_ns);
         return;
     }
-    n = calloc(1, sizeof(*n));
-    if (!n) {
-        pthread_mutex_unlock(&t->ns_mu);
-        rp_err(x->out, "OOM");
-        return;
-    }
-    memcpy(n->name, name->p, name->n);
-    n->layout = lay;
-    n->block_bytes = bb;
-    char ename[KVT_NAME_MAX + 1];
-    snprintf(ename, sizeof(ename), "ns/%.200s", n->name); /* names are <= 200 bytes */
-    int rc = kvt_ns_open(x->s->eng, ename, t->name, &lay, 0, &n->ns);
-    if (rc) {
-        pthread_mutex_unlock(&t->ns_mu);
-        free(n);
-        rp_err(x->out, "creating the namespace failed: %s", kvt_strerror(rc));
-        return;
-    }
-    n->next = t->ns_list;
-    t->ns_list = n;
-    t->n_ns++;
+    char nm[KVT_NAME_MAX + 1];
+    memcpy(nm, name->p, name->n);
+    nm[name->n] = 0;
+    int rc = 0;
+    n = srv_ns_add(x->s, t, nm, &lay, &rc);
     pthread_mutex_unlock(&t->ns_mu);
+    if (!n) {
+        if (rc == KVT_EBADLAYOUT)
+            rp_err(x->out, "namespace '%s' exists in the engine's catalog with another layout",
+                   nm);
+        else
+            rp_err(x->out, "creating the namespace failed: %s", kvt_strerror(rc));
+        return;
+    }
+    /* remembered across restarts (the engine has no namespace listing): registry.c */
+    if ((rc = registry_save(x->s))) {
+        rp_err(x->out, "namespace created, but the service's registry could not be written "
+               "(%s): it will not be reopened after a restart", strerror(-rc));
+        return;
+    }
     rp_ok(x->out);
 }
 
@@ -232,40 +241,97 @@ static uint32_t *tokens_of(cmdctx *x, const srv_arg *blob, size_t *n)
     return t;
 }
 
-/* One JSON line per KVT request (docs/service.md, "Access log"). */
+/*
+ * The access log: one JSON line per request lookup (KVT.MATCH, or KVT.GET unless it repeats
+ * the same client's previous KVT.MATCH), in the contract of docs/analytics.md that
+ * `kvtier analyze` replays: ts_ms, tenant, ns, tokens, block_keys (16 hex digits, in prompt
+ * order, the partial final block included: its key is computed the way the engine chains
+ * whole blocks), matched (hit blocks per tier), block_tokens; plus the service's own fields
+ * op, block_bytes, matched_tokens (and error on a failed read), which the analyser ignores.
+ */
 static void access_log(cmdctx *x, const srv_ns *n, const char *op, const uint32_t *tok,
-                       size_t ntok, size_t matched, long long stored)
+                       size_t ntok, size_t matched, const size_t by_tier[4], const char *error)
 {
     srv *s = x->s;
-    if (!s->alog)
+    if (!s->alog || ntok == 0)
         return;
-    size_t nb = ntok / n->layout.block_tokens;
+    uint32_t bt = n->layout.block_tokens;
+    size_t nb = ntok / bt, nk = (ntok + bt - 1) / bt;
     uint64_t *keys = NULL;
-    if (s->cfg.access_log_hash_ids && nb) {
-        keys = malloc(nb * sizeof(*keys));
-        if (keys && kvt_block_keys(n->ns, tok, ntok, keys)) {
+    if (s->cfg.access_log_hash_ids) {
+        keys = malloc(nk * sizeof(*keys));
+        if (keys && nb && kvt_block_keys(n->ns, tok, ntok, keys)) {
             free(keys);
             keys = NULL;
+        }
+        if (keys && nk > nb) { /* the partial final block: XXH3-64 seeded with its parent */
+            size_t rest = ntok - nb * bt;
+            unsigned char *le = malloc(rest * 4);
+            if (le) {
+                for (size_t i = 0; i < rest; i++) {
+                    uint32_t v = tok[nb * bt + i];
+                    le[4 * i] = (unsigned char)v;
+                    le[4 * i + 1] = (unsigned char)(v >> 8);
+                    le[4 * i + 2] = (unsigned char)(v >> 16);
+                    le[4 * i + 3] = (unsigned char)(v >> 24);
+                }
+                keys[nb] = XXH3_64bits_withSeed(le, rest * 4, nb ? keys[nb - 1] : 0);
+                free(le);
+            } else {
+                free(keys);
+                keys = NULL;
+            }
         }
     }
     pthread_mutex_lock(&s->alog_mu);
     fprintf(s->alog,
-            "{\"ts_ms\":%" PRIu64 ",\"tenant\":\"%s\",\"ns\":\"%s\",\"op\":\"%s\",\"tokens\":%zu,"
-            "\"block_tokens\":%u,\"block_bytes\":%" PRIu64 ",\"matched_tokens\":%zu,"
-            "\"matched_by_tier\":{\"dram\":%zu}",
-            now_ms_real(), x->t->name, n->name, op, ntok, n->layout.block_tokens, n->block_bytes,
-            matched, matched);
-    if (stored >= 0)
-        fprintf(s->alog, ",\"stored_blocks\":%lld", stored);
+            "{\"ts_ms\":%" PRIu64 ",\"tenant\":\"%s\",\"ns\":\"%s\",\"tokens\":%zu", now_ms_real(),
+            x->t->name, n->name, ntok);
     if (keys) {
-        fputs(",\"hash_ids\":[", s->alog);
-        for (size_t i = 0; i < nb; i++)
-            fprintf(s->alog, "%s%" PRIu64, i ? "," : "", keys[i]);
+        fputs(",\"block_keys\":[", s->alog);
+        for (size_t i = 0; i < nk; i++)
+            fprintf(s->alog, "%s\"%016" PRIx64 "\"", i ? "," : "", keys[i]);
         fputc(']', s->alog);
     }
+    fputs(",\"matched\":{", s->alog);
+    for (int ti = KVT_TIER_DRAM, first = 1; ti <= KVT_TIER_DISK; ti++, first = 0)
+        fprintf(s->alog, "%s\"%s\":%zu", first ? "" : ",", tier_name(ti), by_tier[ti]);
+    fprintf(s->alog,
+            "},\"block_tokens\":%u,\"op\":\"%s\",\"block_bytes\":%" PRIu64
+            ",\"matched_tokens\":%zu",
+            bt, op, n->block_bytes, matched);
+    if (error)
+        fprintf(s->alog, ",\"error\":\"%s\"", error);
     fputs("}\n", s->alog);
     pthread_mutex_unlock(&s->alog_mu);
     free(keys);
+}
+
+/* Identity of a lookup for the MATCH-then-GET de-duplication of the access log. */
+static uint64_t lookup_id(const srv_ns *n, const srv_arg *blob)
+{
+    return XXH3_64bits_withSeed(blob->p, blob->n, (uint64_t)(uintptr_t)n) | 1;
+}
+
+/* The tier of each of the lease's first nb blocks; counts per tier. */
+static void lease_tiers(kvt_lease *l, size_t nb, unsigned char *tier, size_t by_tier[4])
+{
+    for (size_t i = 0; i < nb; i++) {
+        kvt_tier t = KVT_TIER_DRAM;
+        if (kvt_lease_block_tier(l, i, &t) || (unsigned)t > 3)
+            t = KVT_TIER_DRAM;
+        if (tier)
+            tier[i] = (unsigned char)t;
+        by_tier[t]++;
+    }
+}
+
+static void count_tiers(srv_tenant *t, const size_t by_tier[4], uint32_t bt)
+{
+    for (int i = 0; i < 4; i++)
+        if (by_tier[i])
+            atomic_fetch_add_explicit(&t->px_hit_tier[i], (uint64_t)by_tier[i] * bt,
+                                      memory_order_relaxed);
 }
 
 static void count_lookup(srv_tenant *t, size_t asked, size_t matched)
@@ -275,7 +341,9 @@ static void count_lookup(srv_tenant *t, size_t asked, size_t matched)
     atomic_fetch_add_explicit(&t->px_hit_tokens, matched, memory_order_relaxed);
 }
 
-/* KVT.MATCH ns tokens -> {matched_tokens, block_tokens, matched_blocks, tiers, load_plan} */
+/* KVT.MATCH ns tokens -> {matched_tokens, block_tokens, matched_blocks, tiers, load_plan}
+ * A lease is taken to learn each block's tier (so the match counts as a use: LRU, hit
+ * counters) and released once the reply is built. */
 void cmd_kvt_match(cmdctx *x)
 {
     srv_ns *n = ns_or_err(x, &x->argv[1]);
@@ -286,37 +354,56 @@ void cmd_kvt_match(cmdctx *x)
     if (!tok)
         return;
     size_t matched = 0;
-    /* measure only: no lease, nothing pinned or touched (KVT.GET is the use) */
-    int rc = kvt_match(n->ns, tok, ntok, &matched, NULL);
+    kvt_lease *l = NULL;
+    int rc = kvt_match(n->ns, tok, ntok, &matched, &l);
     if (rc) {
         free(tok);
         rp_err(x->out, "match failed: %s", kvt_strerror(rc));
         return;
     }
-    size_t whole = ntok - ntok % n->layout.block_tokens;
+    uint32_t bt = n->layout.block_tokens;
+    size_t whole = ntok - ntok % bt;
     count_lookup(x->t, whole, matched);
-    size_t mb = matched / n->layout.block_tokens;
+    size_t mb = matched / bt;
+    size_t by_tier[4] = {0};
+    unsigned char *tier = mb ? malloc(mb) : NULL;
+    if (mb && !tier) {
+        kvt_release(l);
+        free(tok);
+        rp_err(x->out, "OOM");
+        return;
+    }
+    lease_tiers(l, mb, tier, by_tier);
+    kvt_release(l);
+    count_tiers(x->t, by_tier, bt);
     rp_map(x->out, x->resp, 5);
     rp_bulkstr(x->out, "matched_tokens");
     rp_int(x->out, (long long)matched);
     rp_bulkstr(x->out, "block_tokens");
-    rp_int(x->out, n->layout.block_tokens);
+    rp_int(x->out, bt);
     rp_bulkstr(x->out, "matched_blocks");
     rp_int(x->out, (long long)mb);
-    /* where they are: runs of [tier, first block, blocks]; this engine has the DRAM tier only */
+    /* where they are: runs of [tier, first block, blocks], in prompt order */
     rp_bulkstr(x->out, "tiers");
-    if (mb) {
-        rp_arr(x->out, 1);
+    size_t runs = 0;
+    for (size_t i = 0; i < mb; i++)
+        runs += i == 0 || tier[i] != tier[i - 1];
+    rp_arr(x->out, (long long)runs);
+    for (size_t i = 0; i < mb;) {
+        size_t j = i;
+        while (j < mb && tier[j] == tier[i])
+            j++;
         rp_arr(x->out, 3);
-        rp_bulkstr(x->out, "dram");
-        rp_int(x->out, 0);
-        rp_int(x->out, (long long)mb);
-    } else {
-        rp_arr(x->out, 0);
+        rp_bulkstr(x->out, tier_name(tier[i]));
+        rp_int(x->out, (long long)i);
+        rp_int(x->out, (long long)(j - i));
+        i = j;
     }
+    free(tier);
     rp_bulkstr(x->out, "load_plan");
     rp_nil(x->out, x->resp); /* absent until the engine plans loads (issue 4) */
-    access_log(x, n, "match", tok, ntok, matched, -1);
+    access_log(x, n, "match", tok, ntok, matched, by_tier, NULL);
+    *client_last_match(x->c) = lookup_id(n, &x->argv[2]);
     free(tok);
 }
 
@@ -374,20 +461,25 @@ void cmd_kvt_put(cmdctx *x)
     atomic_fetch_add_explicit(&x->t->px_blocks_stored, stored, memory_order_relaxed);
     atomic_fetch_add_explicit(&x->t->px_bytes_in, (uint64_t)stored * n->block_bytes,
                               memory_order_relaxed);
-    access_log(x, n, "put", tok, ntok, 0, (long long)stored);
-    free(tok);
+    free(tok); /* not an access-log line: the log's records are lookups (docs/analytics.md) */
     if (rc == -ENODATA)
         rp_err(x->out, "blocks before FROM %zu are not cached (any more): send them", from);
     else if (rc == -ENOSPC)
-        rp_err(x->out, "OOM stored %zu blocks, then no space in tenant '%s''s DRAM quota or the "
-               "tier", stored, x->t->name);
+        rp_err(x->out, "OOM stored %zu blocks, then no space in tenant '%s''s quota or the "
+               "tiers", stored, x->t->name);
     else if (rc)
         rp_err(x->out, "put failed: %s", kvt_strerror(rc));
     else
         rp_int(x->out, (long long)stored);
 }
 
-/* KVT.GET ns tokens -> bulk string: the KV bytes of the matched prefix's blocks, streamed */
+/* KVT.GET ns tokens -> bulk string: the KV bytes of the matched prefix's blocks.
+ * All in DRAM: streamed from the lease (1 MiB windows as the socket drains). Some on
+ * nvme/disk: re-run on a worker, which reads block by block (each read verified by the
+ * engine); if block i fails (KVT_ECORRUPT, -EIO), the reply is the array
+ * [bytes of blocks 0..i-1, error "CORRUPT ..."] and the engine has dropped block i and
+ * everything cached after it: never bad bytes, and a client expecting a bulk string cannot
+ * mistake the shorter prefix for the whole one. */
 void cmd_kvt_get(cmdctx *x)
 {
     srv_ns *n = ns_or_err(x, &x->argv[1]);
@@ -405,26 +497,134 @@ void cmd_kvt_get(cmdctx *x)
         rp_err(x->out, "match failed: %s", kvt_strerror(rc));
         return;
     }
-    size_t whole = ntok - ntok % n->layout.block_tokens;
-    count_lookup(x->t, whole, matched);
-    size_t mb = matched / n->layout.block_tokens;
+    uint32_t bt = n->layout.block_tokens;
+    size_t mb = matched / bt;
+    size_t by_tier[4] = {0};
+    lease_tiers(l, mb, NULL, by_tier);
     uint64_t bytes = (uint64_t)mb * n->block_bytes;
-    access_log(x, n, "get", tok, ntok, matched, -1);
-    free(tok);
+    if (by_tier[KVT_TIER_DRAM] != mb && bytes <= x->s->cfg.output_buffer_limit &&
+        cmd_offload(x)) {
+        kvt_release(l); /* again on a worker: reading nvme/disk must not stall the loop */
+        free(tok);
+        return;
+    }
+    size_t whole = ntok - ntok % bt;
+    count_lookup(x->t, whole, matched);
+    count_tiers(x->t, by_tier, bt);
+    uint64_t id = lookup_id(n, &x->argv[2]);
+    int dup = *client_last_match(x->c) == id;
+    *client_last_match(x->c) = 0;
     if (bytes > x->s->cfg.output_buffer_limit) {
         kvt_release(l);
+        if (!dup)
+            access_log(x, n, "get", tok, ntok, matched, by_tier, NULL);
+        free(tok);
         rp_err(x->out, "reply of %" PRIu64 " bytes exceeds the output buffer limit (%" PRIu64
                " bytes); ask for a shorter prefix", bytes, x->s->cfg.output_buffer_limit);
         return;
     }
-    atomic_fetch_add_explicit(&x->t->px_bytes_out, bytes, memory_order_relaxed);
-    rp_bulk_stream(x->out, l, 0, mb, n->block_bytes, bytes);
+    if (by_tier[KVT_TIER_DRAM] == mb) {
+        if (!dup)
+            access_log(x, n, "get", tok, ntok, matched, by_tier, NULL);
+        free(tok);
+        atomic_fetch_add_explicit(&x->t->px_bytes_out, bytes, memory_order_relaxed);
+        rp_bulk_stream(x->out, l, 0, mb, n->block_bytes, bytes);
+        return;
+    }
+    /* some blocks on nvme/disk: read them now (on a worker when there is one) */
+    char *buf = malloc(bytes ? bytes : 1);
+    if (!buf) {
+        kvt_release(l);
+        free(tok);
+        rp_err(x->out, "OOM reading %" PRIu64 " bytes", bytes);
+        return;
+    }
+    size_t good = 0;
+    rc = 0;
+    for (; good < mb; good++) {
+        rc = kvt_read_contig(l, good, 1, buf + good * n->block_bytes, n->block_bytes);
+        if (rc)
+            break;
+    }
+    kvt_release(l); /* a block that failed verification is dropped now */
+    if (rc) {
+        if (rc == KVT_ECORRUPT)
+            atomic_fetch_add_explicit(&x->t->px_corrupt, 1, memory_order_relaxed);
+        srv_log(x->s, 0, "tenant %s namespace %s: block %zu of a prefix failed to read (%s): "
+                "served the %zu blocks before it; the engine dropped it and the blocks after it",
+                x->t->name, n->name, good, kvt_strerror(rc), good);
+    }
+    if (!dup || rc)
+        access_log(x, n, "get", tok, ntok, matched, by_tier,
+                   rc == KVT_ECORRUPT ? "corrupt" : rc ? "read" : NULL);
+    free(tok);
+    uint64_t out = (uint64_t)good * n->block_bytes;
+    atomic_fetch_add_explicit(&x->t->px_bytes_out, out, memory_order_relaxed);
+    if (!rc) {
+        rp_bulk(x->out, buf, out);
+    } else {
+        rp_arr(x->out, 2);
+        rp_bulk(x->out, buf, out);
+        rp_err(x->out, "%s block %zu of the prefix failed %s and was dropped; the %zu blocks "
+               "before it (%zu tokens) are intact: the first element",
+               rc == KVT_ECORRUPT ? "CORRUPT" : "IOERR", good,
+               rc == KVT_ECORRUPT ? "verification" : "to read", good, good * bt);
+    }
+    free(buf);
 }
 
+/* KVT.PREFETCH ns tokens -> integer: blocks of the cached prefix (those not in DRAM are
+ * promoted in the background; a KVT.GET of them waits only for blocks still in flight) */
 void cmd_kvt_prefetch(cmdctx *x)
 {
-    rp_err(x->out, "KVT.PREFETCH is not supported by this engine version: it has only the DRAM "
-           "tier, so there is nothing to prefetch from (arrives with the nvme/disk tiers)");
+    if (x->argc != 3) {
+        rp_err(x->out, "usage: KVT.PREFETCH ns tokens");
+        return;
+    }
+    srv_ns *n = ns_or_err(x, &x->argv[1]);
+    if (!n)
+        return;
+    size_t ntok;
+    uint32_t *tok = tokens_of(x, &x->argv[2], &ntok);
+    if (!tok)
+        return;
+    size_t matched = 0;
+    int rc = kvt_match(n->ns, tok, ntok, &matched, NULL); /* measure only */
+    if (!rc)
+        rc = kvt_prefetch(n->ns, tok, ntok);
+    free(tok);
+    if (rc) {
+        rp_err(x->out, "prefetch failed: %s", kvt_strerror(rc));
+        return;
+    }
+    atomic_fetch_add_explicit(&x->t->px_prefetches, 1, memory_order_relaxed);
+    rp_int(x->out, (long long)(matched / n->layout.block_tokens));
+}
+
+/* KVT.FLUSH (and SAVE): the durability point. Every value and prefix stored before it is
+ * on its persistent tier and in the catalog (kvt_flush), and the service's registry is
+ * written: a crash (kill -9) after +OK loses none of them. Runs on a worker. */
+void cmd_kvt_flush(cmdctx *x)
+{
+    if (!x->s->cfg.data_dir[0]) {
+        rp_err(x->out, "no persistent tiers (data_dir = none): nothing to flush");
+        return;
+    }
+    if (cmd_offload(x))
+        return;
+    int rc = srv_flush(x->s);
+    if (rc)
+        rp_err(x->out, "flush failed: %s (the blocks concerned stay cached in DRAM but are not "
+               "persistent)", rc < 0 && rc > -4096 && rc != -EIO && rc != -ENOSPC ?
+               strerror(-rc) : kvt_strerror(rc));
+    else
+        rp_ok(x->out);
+}
+
+void cmd_lastsave(cmdctx *x)
+{
+    uint64_t ms = atomic_load(&x->s->last_flush_ms);
+    rp_int(x->out, (long long)((ms ? ms : x->s->start_ms) / 1000));
 }
 
 /* KVT.STATS [ns]: this tenant's counters and the engine's (tier-wide) figures */
@@ -445,20 +645,42 @@ void cmd_kvt_stats(cmdctx *x)
         {"tenant_kv_hits", U(t->kv_hits)},
         {"tenant_kv_misses", U(t->kv_misses)},
         {"tenant_kv_keys", (uint64_t)(U(t->keys) < 0 ? 0 : U(t->keys))},
+        {"tenant_kv_corrupt_reads", U(t->kv_corrupt)},
         {"tenant_prefix_lookups", U(t->px_lookups)},
         {"tenant_prefix_tokens", U(t->px_tokens)},
-        {"tenant_prefix_hit_tokens_dram", U(t->px_hit_tokens)},
+        {"tenant_prefix_hit_tokens", U(t->px_hit_tokens)},
+        {"tenant_prefix_hit_tokens_dram", U(t->px_hit_tier[KVT_TIER_DRAM])},
+        {"tenant_prefix_hit_tokens_nvme", U(t->px_hit_tier[KVT_TIER_NVME])},
+        {"tenant_prefix_hit_tokens_disk", U(t->px_hit_tier[KVT_TIER_DISK])},
         {"tenant_prefix_puts", U(t->px_puts)},
         {"tenant_prefix_blocks_stored", U(t->px_blocks_stored)},
+        {"tenant_prefix_prefetches", U(t->px_prefetches)},
+        {"tenant_prefix_corrupt_reads", U(t->px_corrupt)},
         {"tenant_dram_quota_bytes", t->quota_dram},
+        {"tenant_nvme_quota_bytes", t->quota_nvme},
+        {"tenant_disk_quota_bytes", t->quota_disk},
         {"engine_dram_capacity_bytes", st.dram_capacity},
+        {"engine_nvme_capacity_bytes", st.tier_capacity[KVT_TIER_NVME]},
+        {"engine_disk_capacity_bytes", st.tier_capacity[KVT_TIER_DISK]},
+        {"engine_persistent", st.persistent},
         /* engine-wide figures reveal other tenants' activity: admin tenants only */
         {"engine_dram_used_bytes", st.dram_used},
+        {"engine_nvme_used_bytes", st.tier_used[KVT_TIER_NVME]},
+        {"engine_disk_used_bytes", st.tier_used[KVT_TIER_DISK]},
+        {"engine_nvme_blocks", st.tier_blocks[KVT_TIER_NVME]},
+        {"engine_disk_blocks", st.tier_blocks[KVT_TIER_DISK]},
         {"engine_blocks_cached", st.blocks_cached},
         {"engine_blocks_evicted", st.blocks_evicted},
+        {"engine_demotions", st.demotions},
+        {"engine_promotions", st.promotions},
+        {"engine_checksum_failures", st.checksum_failures},
+        {"engine_io_errors", st.io_errors},
+        {"engine_persisted_blocks", st.persisted_blocks},
+        {"engine_unpersisted_blocks", st.unpersisted_blocks},
+        {"engine_restored_blocks", st.restored_blocks},
     };
 #undef U
-    size_t nkv = sizeof(kv) / sizeof(kv[0]) - (t->admin ? 0 : 3);
+    size_t nkv = sizeof(kv) / sizeof(kv[0]) - (t->admin ? 0 : 14);
     rp_map(x->out, x->resp, (long long)nkv);
     for (size_t i = 0; i < nkv; i++) {
         rp_bulkstr(x->out, kv[i].k);

@@ -57,8 +57,8 @@ static char *metrics_text(srv *s, size_t *len)
     srv_config *c = &s->cfg;
 
     struct { const char *name, *help; size_t off; const char *extra; } per_tenant[] = {
-        {"kvtier_kv_hits_total", "GET/MGET hits on Redis values, by tenant and tier",
-         offsetof(srv_tenant, kv_hits), ",tier=\"dram\""},
+        {"kvtier_kv_hits_total", "GET/MGET hits on Redis values, by tenant and tier (of the "
+         "value's meta block)", offsetof(srv_tenant, kv_hits_tier), "tier"},
         {"kvtier_kv_misses_total", "GET/MGET misses on Redis values, by tenant",
          offsetof(srv_tenant, kv_misses), ""},
         {"kvtier_kv_sets_total", "values stored (SET/MSET), by tenant", offsetof(srv_tenant, kv_sets), ""},
@@ -71,7 +71,7 @@ static char *metrics_text(srv *s, size_t *len)
         {"kvtier_prefix_tokens_total", "whole-block tokens asked for by KVT.MATCH/KVT.GET, by tenant",
          offsetof(srv_tenant, px_tokens), ""},
         {"kvtier_prefix_hit_tokens_total", "tokens matched by KVT.MATCH/KVT.GET, by tenant and tier",
-         offsetof(srv_tenant, px_hit_tokens), ",tier=\"dram\""},
+         offsetof(srv_tenant, px_hit_tier), "tier"},
         {"kvtier_prefix_miss_tokens_total", NULL, 0, NULL},
         {"kvtier_prefix_puts_total", "KVT.PUT calls, by tenant", offsetof(srv_tenant, px_puts), ""},
         {"kvtier_prefix_blocks_stored_total", "KV blocks newly stored by KVT.PUT, by tenant",
@@ -83,6 +83,19 @@ static char *metrics_text(srv *s, size_t *len)
         {"kvtier_commands_total", "commands run, by tenant", offsetof(srv_tenant, commands), ""},
         {"kvtier_auth_failures_total", "failed AUTH/HELLO AUTH for an existing user, by tenant",
          offsetof(srv_tenant, auth_fail), ""},
+        {"kvtier_kv_corrupt_reads_total", "values dropped because a block failed verification",
+         offsetof(srv_tenant, kv_corrupt), ""},
+        {"kvtier_prefix_corrupt_reads_total",
+         "KVT.GET replies cut short by a block that failed verification or to read",
+         offsetof(srv_tenant, px_corrupt), ""},
+        {"kvtier_prefix_prefetches_total", "KVT.PREFETCH calls, by tenant",
+         offsetof(srv_tenant, px_prefetches), ""},
+        {"kvtier_tenant_connections_received_total", "connections of the tenant",
+         offsetof(srv_tenant, conn_total), ""},
+        {"kvtier_tenant_net_input_bytes_total", "bytes read from the tenant's clients",
+         offsetof(srv_tenant, net_in), ""},
+        {"kvtier_tenant_net_output_bytes_total", "bytes written to the tenant's clients",
+         offsetof(srv_tenant, net_out), ""},
     };
     for (size_t m = 0; m < sizeof(per_tenant) / sizeof(per_tenant[0]); m++) {
         if (!per_tenant[m].help) { /* misses = asked - matched */
@@ -96,6 +109,17 @@ static char *metrics_text(srv *s, size_t *len)
             continue;
         }
         metric_head(f, per_tenant[m].name, "counter", per_tenant[m].help);
+        if (!strcmp(per_tenant[m].extra, "tier")) { /* an array indexed by kvt_tier */
+            for (int i = 0; i < c->n_tenants; i++)
+                for (int ti = KVT_TIER_DRAM; ti <= KVT_TIER_DISK; ti++) {
+                    _Atomic uint64_t *p =
+                        (_Atomic uint64_t *)((char *)c->tenants[i] + per_tenant[m].off) + ti;
+                    fprintf(f, "%s{tenant=\"%s\",tier=\"%s\"} %llu\n", per_tenant[m].name,
+                            c->tenants[i]->name, tier_name(ti),
+                            (unsigned long long)atomic_load_explicit(p, memory_order_relaxed));
+                }
+            continue;
+        }
         for (int i = 0; i < c->n_tenants; i++) {
             srv_tenant *t = c->tenants[i];
             _Atomic uint64_t *p = (_Atomic uint64_t *)((char *)t + per_tenant[m].off);
@@ -109,10 +133,47 @@ static char *metrics_text(srv *s, size_t *len)
         long long k = (long long)atomic_load(&c->tenants[i]->keys);
         fprintf(f, "kvtier_kv_keys{tenant=\"%s\"} %lld\n", c->tenants[i]->name, k < 0 ? 0 : k);
     }
+    metric_head(f, "kvtier_tenant_connected_clients", "gauge", "connections open, by tenant");
+    for (int i = 0; i < c->n_tenants; i++) {
+        long long k = (long long)atomic_load(&c->tenants[i]->conn_open);
+        fprintf(f, "kvtier_tenant_connected_clients{tenant=\"%s\"} %lld\n", c->tenants[i]->name,
+                k < 0 ? 0 : k);
+    }
     metric_head(f, "kvtier_tenant_quota_bytes", "gauge", "per-tenant quota by tier (0 = none)");
-    for (int i = 0; i < c->n_tenants; i++)
-        fprintf(f, "kvtier_tenant_quota_bytes{tenant=\"%s\",tier=\"dram\"} %llu\n",
-                c->tenants[i]->name, (unsigned long long)c->tenants[i]->quota_dram);
+    for (int i = 0; i < c->n_tenants; i++) {
+        const srv_tenant *t = c->tenants[i];
+        fprintf(f, "kvtier_tenant_quota_bytes{tenant=\"%s\",tier=\"dram\"} %llu\n"
+                   "kvtier_tenant_quota_bytes{tenant=\"%s\",tier=\"nvme\"} %llu\n"
+                   "kvtier_tenant_quota_bytes{tenant=\"%s\",tier=\"disk\"} %llu\n",
+                t->name, (unsigned long long)t->quota_dram, t->name,
+                (unsigned long long)t->quota_nvme, t->name, (unsigned long long)t->quota_disk);
+    }
+
+    /* per-tier engine figures: dram from the arena counters, nvme/disk from the tier arrays */
+    struct { const char *name, *type, *help; uint64_t v[4]; } tg[] = {
+        {"kvtier_engine_tier_capacity_bytes", "gauge", "tier capacity (nvme: whole slots; disk: "
+         "segment budget)", {0, st.dram_capacity, st.tier_capacity[2], st.tier_capacity[3]}},
+        {"kvtier_engine_tier_used_bytes", "gauge", "tier bytes in use",
+         {0, st.dram_used, st.tier_used[2], st.tier_used[3]}},
+        {"kvtier_engine_tier_blocks", "gauge", "blocks with a copy in the tier",
+         {0, st.tier_blocks[1], st.tier_blocks[2], st.tier_blocks[3]}},
+        {"kvtier_engine_tier_read_bytes_total", "counter",
+         "bytes read (dram: copied out to clients; nvme/disk: read from the device)",
+         {0, st.bytes_read, st.tier_bytes_read[2], st.tier_bytes_read[3]}},
+        {"kvtier_engine_tier_written_bytes_total", "counter",
+         "bytes written (dram: copied in by puts; nvme/disk: write-through and demotions)",
+         {0, st.bytes_written, st.tier_bytes_written[2], st.tier_bytes_written[3]}},
+        {"kvtier_engine_tier_reads_total", "counter", "blocks read from the tier (nvme/disk)",
+         {0, 0, st.tier_reads[2], st.tier_reads[3]}},
+        {"kvtier_engine_tier_writes_total", "counter", "blocks written to the tier (nvme/disk)",
+         {0, 0, st.tier_writes[2], st.tier_writes[3]}},
+    };
+    for (size_t i = 0; i < sizeof(tg) / sizeof(tg[0]); i++) {
+        metric_head(f, tg[i].name, tg[i].type, tg[i].help);
+        for (int ti = KVT_TIER_DRAM; ti <= KVT_TIER_DISK; ti++)
+            fprintf(f, "%s{tier=\"%s\"} %llu\n", tg[i].name, tier_name(ti),
+                    (unsigned long long)tg[i].v[ti]);
+    }
 
     metric_head(f, "kvtier_command_duration_seconds", "histogram",
                 "time to run a command, reply queued (network time excluded), by command class");
@@ -139,20 +200,34 @@ static char *metrics_text(srv *s, size_t *len)
          (unsigned long long)st.blocks_evicted},
         {"kvtier_engine_blocks_stored_total", "counter", "blocks newly stored (engine-wide)",
          (unsigned long long)st.blocks_stored},
-        {"kvtier_engine_tier_read_bytes_total", "counter",
-         "bytes copied out of the tiers (tier=dram: the only tier of this engine version)",
-         (unsigned long long)st.bytes_read},
-        {"kvtier_engine_tier_written_bytes_total", "counter", "bytes copied into the tiers (dram)",
-         (unsigned long long)st.bytes_written},
+        {"kvtier_engine_demotions_total", "counter", "copies moved down (DRAM copy freed, nvme to disk)",
+         (unsigned long long)st.demotions},
+        {"kvtier_engine_promotions_total", "counter", "blocks copied up into DRAM by reads and prefetches",
+         (unsigned long long)st.promotions},
+        {"kvtier_engine_checksum_failures_total", "counter", "blocks that failed verification on read",
+         (unsigned long long)st.checksum_failures},
+        {"kvtier_engine_io_errors_total", "counter", "failed tier reads and writes",
+         (unsigned long long)st.io_errors},
+        {"kvtier_engine_blocks_dropped_bad_total", "counter", "blocks dropped after a failed read",
+         (unsigned long long)st.blocks_dropped_bad},
+        {"kvtier_engine_persisted_blocks_total", "counter", "write-through completions (durable)",
+         (unsigned long long)st.persisted_blocks},
+        {"kvtier_engine_writethrough_failures_total", "counter", "blocks the write-through gave up on",
+         (unsigned long long)st.wt_failures},
+        {"kvtier_engine_unpersisted_blocks", "gauge", "blocks queued or in flight for write-through",
+         (unsigned long long)st.unpersisted_blocks},
+        {"kvtier_engine_restored_blocks", "gauge", "blocks rebuilt from the catalog at start (warm restart)",
+         (unsigned long long)st.restored_blocks},
+        {"kvtier_engine_persistent", "gauge", "1 with persistent tiers (data_dir)",
+         (unsigned long long)st.persistent},
+        {"kvtier_flushes_total", "counter", "KVT.FLUSH/SAVE and shutdown flushes", U(s->flushes)},
+        {"kvtier_flush_errors_total", "counter", "flushes that failed", U(s->flush_errors)},
         {"kvtier_engine_lookups_total", "counter", "engine lookups with a lease", (unsigned long long)st.lookups},
         {"kvtier_engine_lookup_tokens_total", "counter", "units asked for by engine lookups",
          (unsigned long long)st.lookup_tokens},
         {"kvtier_engine_hit_tokens_total", "counter", "units matched by engine lookups",
          (unsigned long long)st.hit_tokens},
         {"kvtier_engine_blocks_cached", "gauge", "blocks cached now", (unsigned long long)st.blocks_cached},
-        {"kvtier_engine_tier_capacity_bytes", "gauge", "tier capacity (dram)", (unsigned long long)st.dram_capacity},
-        {"kvtier_engine_tier_used_bytes", "gauge", "tier bytes in use (dram, whole slots)",
-         (unsigned long long)st.dram_used},
         {"kvtier_engine_index_bytes", "gauge", "heap bytes of the prefix index", (unsigned long long)st.index_bytes},
         {"kvtier_engine_leases_open", "gauge", "leases (pinned reads) open now", (unsigned long long)st.leases_open},
         {"kvtier_engine_namespaces", "gauge", "engine namespaces open", (unsigned long long)st.namespaces},
@@ -171,10 +246,7 @@ static char *metrics_text(srv *s, size_t *len)
     };
     for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
         metric_head(f, g[i].name, g[i].type, g[i].help);
-        if (strstr(g[i].name, "_tier_"))
-            fprintf(f, "%s{tier=\"dram\"} %llu\n", g[i].name, g[i].v);
-        else
-            fprintf(f, "%s %llu\n", g[i].name, g[i].v);
+        fprintf(f, "%s %llu\n", g[i].name, g[i].v);
     }
     metric_head(f, "kvtier_uptime_seconds", "gauge", "seconds since start");
     fprintf(f, "kvtier_uptime_seconds %.3f\n", (double)(now_ms_real() - s->start_ms) / 1000.0);
@@ -296,8 +368,11 @@ char *info_text(srv *s, srv_tenant *t, const char *sec, size_t *len)
     }
     if (want(sec, "clients", 1)) {
         SECTION("Clients");
+        /* a tenant sees its own connections; the server-wide count only admin tenants */
+        long long conns = t && !t->admin ? (long long)atomic_load(&t->conn_open)
+                                         : (long long)atomic_load(&s->n_clients);
         fprintf(f, "connected_clients:%lld\r\nmaxclients:%d\r\nblocked_clients:0\r\n",
-                (long long)atomic_load(&s->n_clients), s->cfg.maxclients);
+                conns < 0 ? 0 : conns, s->cfg.maxclients);
     }
     if (want(sec, "memory", 1)) {
         struct rusage ru;
@@ -312,20 +387,42 @@ char *info_text(srv *s, srv_tenant *t, const char *sec, size_t *len)
     }
     if (want(sec, "persistence", 1)) {
         SECTION("Persistence");
+        uint64_t lf = atomic_load(&s->last_flush_ms);
+        int lst = atomic_load(&s->last_flush_status);
         fprintf(f, "loading:0\r\naof_enabled:0\r\nrdb_bgsave_in_progress:0\r\n"
-                   "kvtier_catalog:none (this engine version keeps no catalog; restarts are cold)\r\n");
+                   "rdb_last_save_time:%llu\r\nrdb_last_bgsave_status:%s\r\n"
+                   "kvtier_persistent:%u\r\nkvtier_data_dir:%s\r\n",
+                (unsigned long long)((lf ? lf : s->start_ms) / 1000), lst ? "err" : "ok",
+                st.persistent, s->cfg.data_dir[0] ? s->cfg.data_dir : "none");
+        if (t && t->admin)
+            fprintf(f, "kvtier_flushes:%llu\r\nkvtier_restored_blocks:%llu\r\n"
+                       "kvtier_persisted_blocks:%llu\r\nkvtier_unpersisted_blocks:%llu\r\n",
+                    U(s->flushes), (unsigned long long)st.restored_blocks,
+                    (unsigned long long)st.persisted_blocks,
+                    (unsigned long long)st.unpersisted_blocks);
     }
     if (want(sec, "stats", 1)) {
         SECTION("Stats");
         unsigned long long hits = t ? U(t->kv_hits) : 0, miss = t ? U(t->kv_misses) : 0;
+        /* connections and network bytes: the tenant's own, server-wide only for admins
+         * (other tenants' traffic is theirs to see) */
+        int all = !t || t->admin;
         fprintf(f, "total_connections_received:%llu\r\ntotal_commands_processed:%llu\r\n"
                    "rejected_connections:%llu\r\ntotal_net_input_bytes:%llu\r\n"
                    "total_net_output_bytes:%llu\r\nkeyspace_hits:%llu\r\nkeyspace_misses:%llu\r\n"
                    "tenant_prefix_lookups:%llu\r\ntenant_prefix_tokens:%llu\r\n"
-                   "tenant_prefix_hit_tokens:%llu\r\n",
-                U(s->conn_total), t ? U(t->commands) : 0, U(s->conn_rejected), U(s->net_in),
-                U(s->net_out), hits, miss, t ? U(t->px_lookups) : 0, t ? U(t->px_tokens) : 0,
-                t ? U(t->px_hit_tokens) : 0);
+                   "tenant_prefix_hit_tokens:%llu\r\ntenant_prefix_hit_tokens_dram:%llu\r\n"
+                   "tenant_prefix_hit_tokens_nvme:%llu\r\ntenant_prefix_hit_tokens_disk:%llu\r\n"
+                   "tenant_keyspace_hits_dram:%llu\r\ntenant_keyspace_hits_nvme:%llu\r\n"
+                   "tenant_keyspace_hits_disk:%llu\r\ntenant_corrupt_reads:%llu\r\n",
+                all ? U(s->conn_total) : U(t->conn_total), t ? U(t->commands) : 0,
+                all ? U(s->conn_rejected) : 0ull, all ? U(s->net_in) : U(t->net_in),
+                all ? U(s->net_out) : U(t->net_out), hits, miss, t ? U(t->px_lookups) : 0,
+                t ? U(t->px_tokens) : 0, t ? U(t->px_hit_tokens) : 0,
+                t ? U(t->px_hit_tier[KVT_TIER_DRAM]) : 0, t ? U(t->px_hit_tier[KVT_TIER_NVME]) : 0,
+                t ? U(t->px_hit_tier[KVT_TIER_DISK]) : 0, t ? U(t->kv_hits_tier[KVT_TIER_DRAM]) : 0,
+                t ? U(t->kv_hits_tier[KVT_TIER_NVME]) : 0, t ? U(t->kv_hits_tier[KVT_TIER_DISK]) : 0,
+                t ? U(t->kv_corrupt) + U(t->px_corrupt) : 0);
         if (t && t->admin)
             fprintf(f, "evicted_keys:0\r\nevicted_blocks:%llu\r\n",
                     (unsigned long long)st.blocks_evicted);
@@ -336,15 +433,32 @@ char *info_text(srv *s, srv_tenant *t, const char *sec, size_t *len)
     }
     if (want(sec, "kvtier", 1)) {
         SECTION("Kvtier");
-        fprintf(f, "tenant:%s\r\ntiers:dram\r\ndram_capacity:%llu\r\nkv_block_bytes:%llu\r\n"
-                   "max_value_bytes:%llu\r\nnamespaces:%u\r\n",
-                t ? t->name : "", (unsigned long long)st.dram_capacity,
+        uint64_t nv = st.tier_capacity[KVT_TIER_NVME], dk = st.tier_capacity[KVT_TIER_DISK];
+        fprintf(f, "tenant:%s\r\ntiers:dram%s%s\r\ndram_capacity:%llu\r\nnvme_capacity:%llu\r\n"
+                   "disk_capacity:%llu\r\nio_backend:%s\r\nkv_block_bytes:%llu\r\n"
+                   "max_value_bytes:%llu\r\nnamespaces:%u\r\ntenant_quota_dram:%llu\r\n"
+                   "tenant_quota_nvme:%llu\r\ntenant_quota_disk:%llu\r\n",
+                t ? t->name : "", nv ? ",nvme" : "", dk ? ",disk" : "",
+                (unsigned long long)st.dram_capacity, (unsigned long long)nv,
+                (unsigned long long)dk, st.io_backend[0] ? st.io_backend : "none",
                 (unsigned long long)s->cfg.kv_block_bytes, (unsigned long long)s->cfg.max_value_bytes,
-                t ? t->n_ns : 0);
+                t ? t->n_ns : 0, (unsigned long long)(t ? t->quota_dram : 0),
+                (unsigned long long)(t ? t->quota_nvme : 0), (unsigned long long)(t ? t->quota_disk : 0));
         if (t && t->admin)
-            fprintf(f, "dram_used:%llu\r\nblocks_cached:%llu\r\nleases_open:%llu\r\n",
-                    (unsigned long long)st.dram_used, (unsigned long long)st.blocks_cached,
-                    (unsigned long long)st.leases_open);
+            fprintf(f, "dram_used:%llu\r\nnvme_used:%llu\r\ndisk_used:%llu\r\n"
+                       "dram_blocks:%llu\r\nnvme_blocks:%llu\r\ndisk_blocks:%llu\r\n"
+                       "nvme_bytes_read:%llu\r\nnvme_bytes_written:%llu\r\n"
+                       "disk_bytes_read:%llu\r\ndisk_bytes_written:%llu\r\n"
+                       "demotions:%llu\r\npromotions:%llu\r\nchecksum_failures:%llu\r\n"
+                       "io_errors:%llu\r\nblocks_cached:%llu\r\nleases_open:%llu\r\n",
+                    (unsigned long long)st.dram_used, (unsigned long long)st.tier_used[2],
+                    (unsigned long long)st.tier_used[3], (unsigned long long)st.tier_blocks[1],
+                    (unsigned long long)st.tier_blocks[2], (unsigned long long)st.tier_blocks[3],
+                    (unsigned long long)st.tier_bytes_read[2], (unsigned long long)st.tier_bytes_written[2],
+                    (unsigned long long)st.tier_bytes_read[3], (unsigned long long)st.tier_bytes_written[3],
+                    (unsigned long long)st.demotions, (unsigned long long)st.promotions,
+                    (unsigned long long)st.checksum_failures, (unsigned long long)st.io_errors,
+                    (unsigned long long)st.blocks_cached, (unsigned long long)st.leases_open);
     }
     if (want(sec, "keyspace", 1)) {
         SECTION("Keyspace");

@@ -51,6 +51,9 @@ static const srv_cmd cmds[] = {
     {"kvt.get", cmd_kvt_get, 3, 0, HC_KVT_GET, 0, 0, 0, "readonly"},
     {"kvt.prefetch", cmd_kvt_prefetch, -3, 0, HC_OTHER, 0, 0, 0, "readonly"},
     {"kvt.stats", cmd_kvt_stats, -1, 0, HC_OTHER, 0, 0, 0, "readonly"},
+    {"kvt.flush", cmd_kvt_flush, 1, CF_WRITE, HC_OTHER, 0, 0, 0, "write"},
+    {"save", cmd_kvt_flush, 1, CF_WRITE, HC_OTHER, 0, 0, 0, "admin noscript"},
+    {"lastsave", cmd_lastsave, 1, 0, HC_OTHER, 0, 0, 0, "loading stale fast"},
 };
 
 const srv_cmd *cmd_lookup(const char *name, size_t n)

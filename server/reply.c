@@ -139,7 +139,7 @@ void rp_err(outq *q, const char *fmt, ...)
         if (*p == '\r' || *p == '\n')
             *p = ' ';
     static const char *codes[] = {"ERR ", "WRONGPASS ", "NOAUTH ", "NOPROTO ", "OOM ",
-                                  "TRYAGAIN ", "NOPERM ", "BUSY ", NULL};
+                                  "TRYAGAIN ", "NOPERM ", "BUSY ", "CORRUPT ", "IOERR ", NULL};
     int has_code = 0;
     for (int i = 0; codes[i] && !has_code; i++)
         has_code = strncmp(msg, codes[i], strlen(codes[i])) == 0;

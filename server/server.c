@@ -75,6 +75,7 @@ struct srv_client {
     srv_client *ready_next; /* L.ready list */
     uint32_t ev_mask;
     uint64_t last_ms;
+    uint64_t last_match; /* client_last_match */
     srv_client *prev, *next;
 };
 
@@ -187,7 +188,22 @@ void client_set_name(srv_client *c, const char *p, size_t n)
 }
 const char *client_name(const srv_client *c) { return c->name; }
 uint64_t client_id(const srv_client *c) { return c->id; }
-void client_set_auth(srv_client *c, srv_tenant *t) { c->tenant = t; }
+uint64_t *client_last_match(srv_client *c) { return &c->last_match; }
+
+/* Per-tenant connection counts follow the client's tenant (accept as "default", AUTH). */
+static void client_tenant_move(srv_client *c, srv_tenant *t)
+{
+    if (c->tenant == t)
+        return;
+    if (c->tenant)
+        atomic_fetch_sub(&c->tenant->conn_open, 1);
+    if (t) {
+        atomic_fetch_add(&t->conn_open, 1);
+        atomic_fetch_add(&t->conn_total, 1);
+    }
+    c->tenant = t;
+}
+void client_set_auth(srv_client *c, srv_tenant *t) { client_tenant_move(c, t); }
 void client_set_resp(srv_client *c, int resp) { c->resp = resp; }
 void client_close_after_reply(srv_client *c) { c->close_after = 1; }
 const char *client_addr(const srv_client *c) { return c->addr; }
@@ -438,6 +454,8 @@ static void client_close(srv_client *c, const char *why)
     if (c->next)
         c->next->prev = c->prev;
     atomic_fetch_sub(&s->n_clients, 1);
+    if (c->tenant)
+        atomic_fetch_sub(&c->tenant->conn_open, 1); /* c->tenant stays: a job may read it */
     if (!c->busy && !c->ready)
         client_free(c); /* else the job's completion or the ready list frees it */
 }
@@ -529,7 +547,19 @@ static void run_command(srv_client *c)
                 .argc = c->argc, .argv = c->argv, .on_worker = 0};
     uint64_t t0 = now_ns_mono();
     cmd->fn(&x);
+    if (x.offload) { /* the command wants a worker (I/O on nvme/disk, a flush) */
+        submit_job(c, cmd);
+        return;
+    }
     hist_observe(&s->hist[cmd->hclass], now_ns_mono() - t0);
+}
+
+int cmd_offload(cmdctx *x)
+{
+    if (x->on_worker || L.n_threads == 0 || L.jstop)
+        return 0;
+    x->offload = 1;
+    return 1;
 }
 
 /* Make room for c->need bytes from in_pos (or double when unknown). -1 over the limit. */
@@ -640,6 +670,8 @@ static int client_write(srv_client *c)
             return -1;
         }
         atomic_fetch_add_explicit(&s->net_out, (uint64_t)w, memory_order_relaxed);
+        if (c->tenant)
+            atomic_fetch_add_explicit(&c->tenant->net_out, (uint64_t)w, memory_order_relaxed);
         c->out.bytes -= (uint64_t)w;
         c->last_ms = now_ms_mono(); /* a client that reads its replies is not idle */
         budget = (size_t)w >= budget ? 0 : budget - (size_t)w;
@@ -727,6 +759,8 @@ static void client_read(srv_client *c)
         c->in_len += (size_t)r;
         got += (size_t)r;
         atomic_fetch_add_explicit(&s->net_in, (uint64_t)r, memory_order_relaxed);
+        if (c->tenant)
+            atomic_fetch_add_explicit(&c->tenant->net_in, (uint64_t)r, memory_order_relaxed);
         if (c->need && c->in_len - c->in_pos < c->need)
             continue; /* keep filling the big bulk string */
         break;
@@ -765,7 +799,7 @@ static void accept_clients(listener *l)
         c->o.fd = fd;
         c->id = atomic_fetch_add(&s->next_client_id, 1) + 1;
         c->resp = 2;
-        c->tenant = default_tenant(s);
+        client_tenant_move(c, default_tenant(s));
         c->last_ms = now_ms_mono();
         if (l->is_unix) {
             snprintf(c->addr, sizeof(c->addr), "%s:0", s->cfg.unixsocket);
@@ -1106,9 +1140,13 @@ static void usage(FILE *f, const char *prog)
             "  --workers N                threads for large commands (2)\n"
             "  --maxclients N (10000)  --timeout SECONDS (0 = never)\n"
             "  --max-value-bytes SIZE (512M)  --output-buffer-limit SIZE (1G)\n"
+            "  --data-dir DIR             persistent tiers and catalog; none = DRAM only (./data)\n"
+            "  --nvme-bytes SIZE (0 = off)  --nvme-path DIR (DATA_DIR/nvme)\n"
+            "  --disk-bytes SIZE (1G)       --disk-path DIR (DATA_DIR/disk)  --io-depth N (32)\n"
             "  --access-log PATH          JSON-lines log of KVT.* requests (off)\n"
             "  --shutdown-timeout SECONDS (10)  --loglevel warning|notice|verbose (notice)\n"
-            "Tenants ([tenant:NAME] sections: password, namespaces, quota_dram) only in the file.\n",
+            "Tenants ([tenant:NAME] sections: password, namespaces, quota_dram, quota_nvme,\n"
+            "quota_disk, admin) only in the file.\n",
             prog);
 }
 
@@ -1192,11 +1230,30 @@ static int open_engine(srv *s)
         rc = kvt_options_set_dram_slot_bytes(o, s->cfg.kv_block_bytes);
     if (!rc)
         rc = kvt_options_set_hugepages(o, s->cfg.hugepages);
+    const srv_config *cf = &s->cfg;
+    if (!rc && cf->data_dir[0]) {
+        rc = kvt_options_set_data_dir(o, cf->data_dir);
+        if (!rc)
+            rc = kvt_options_set_tier(o, KVT_TIER_NVME, cf->nvme_path[0] ? cf->nvme_path : NULL,
+                                      cf->nvme_bytes, cf->nvme_bw);
+        if (!rc)
+            rc = kvt_options_set_tier(o, KVT_TIER_DISK, cf->disk_path[0] ? cf->disk_path : NULL,
+                                      cf->disk_bytes, cf->disk_bw);
+        if (!rc)
+            rc = kvt_options_set_io_depth(o, cf->io_depth);
+        if (!rc && cf->backpressure_ms >= 0)
+            rc = kvt_options_set_backpressure_ms(o, (uint32_t)cf->backpressure_ms);
+    }
     if (!rc)
         rc = kvt_engine_open(o, &s->eng);
     kvt_options_destroy(o);
     if (rc) {
-        srv_log(s, 0, "could not open the engine: %s", kvt_strerror(rc));
+        if (rc == -EBUSY)
+            srv_log(s, 0, "could not open the engine: data_dir %s is in use by another "
+                          "process (another kvtier serve?)", cf->data_dir);
+        else
+            srv_log(s, 0, "could not open the engine%s%s: %s", cf->data_dir[0] ? " on data_dir " : "",
+                    cf->data_dir, kvt_strerror(rc));
         return -1;
     }
     /* The "kv" namespace of Redis values: one block = kv_block_bytes
@@ -1205,10 +1262,15 @@ static int open_engine(srv *s)
                       .dtype = KVT_DTYPE_FP16, .block_tokens = 1};
     for (int i = 0; i < s->cfg.n_tenants; i++) {
         srv_tenant *t = s->cfg.tenants[i];
-        if (t->quota_dram && (rc = kvt_tenant_set_dram_quota(s->eng, t->name, t->quota_dram))) {
-            srv_log(s, 0, "tenant %s: quota: %s", t->name, kvt_strerror(rc));
-            return -1;
-        }
+        const struct { kvt_tier tier; uint64_t bytes; } q[3] = {
+            {KVT_TIER_DRAM, t->quota_dram}, {KVT_TIER_NVME, t->quota_nvme},
+            {KVT_TIER_DISK, t->quota_disk}};
+        for (int j = 0; j < 3; j++)
+            if (q[j].bytes && (rc = kvt_tenant_set_quota(s->eng, t->name, q[j].tier, q[j].bytes))) {
+                srv_log(s, 0, "tenant %s: %s quota: %s", t->name, tier_name(q[j].tier),
+                        kvt_strerror(rc));
+                return -1;
+            }
         for (unsigned k = 0; k < (1u << SRV_KV_SHARD_BITS); k++) {
             char name[16];
             snprintf(name, sizeof(name), "kv/%02x", k);
@@ -1218,6 +1280,19 @@ static int open_engine(srv *s)
             }
         }
     }
+    if (registry_load(s))
+        return -1;
+    kvt_stats st;
+    memset(&st, 0, sizeof(st));
+    kvt_engine_stats(s->eng, &st, sizeof(st));
+    if (st.persistent)
+        srv_log(s, 1, "persistent tiers in %s (nvme %" PRIu64 " bytes, disk %" PRIu64 " bytes, "
+                      "I/O %s): %s start, %" PRIu64 " block(s) restored from the catalog%s",
+                cf->data_dir, st.tier_capacity[KVT_TIER_NVME], st.tier_capacity[KVT_TIER_DISK],
+                st.io_backend[0] ? st.io_backend : "?", st.restored_blocks ? "warm" : "cold",
+                st.restored_blocks, st.restore_dropped ? " (some catalog records dropped)" : "");
+    else
+        srv_log(s, 1, "DRAM only (data_dir = none): nothing is persisted, every start is cold");
     return 0;
 }
 
@@ -1289,6 +1364,7 @@ int server_main(int argc, char **argv)
 
     pthread_mutex_init(&s->defer_mu, NULL);
     pthread_mutex_init(&s->alog_mu, NULL);
+    pthread_mutex_init(&s->reg_mu, NULL);
     for (int i = 0; i < 256; i++)
         pthread_mutex_init(&s->stripe[i], NULL);
     pthread_mutex_init(&L.jmu, NULL);
@@ -1320,6 +1396,7 @@ int server_main(int argc, char **argv)
             L.n_threads++;
         }
     }
+    s->n_workers = L.n_threads;
     srv_log(s, 1, "kvtier %s serve ready: %d tenant(s), DRAM %" PRIu64 " bytes, kv blocks %" PRIu64
                   " bytes, %d worker(s)",
             kvt_version(), s->cfg.n_tenants, s->cfg.dram_bytes, s->cfg.kv_block_bytes, L.n_threads);
@@ -1357,6 +1434,16 @@ out:
         free(d);
     }
     if (s->eng) {
+        if (s->cfg.data_dir[0]) {
+            /* the durability point: every value and prefix stored before SIGTERM is on its
+             * persistent tier and in the catalog; the next start is warm */
+            uint64_t t0 = now_ms_mono();
+            if (srv_flush(s))
+                exit_code = 1;
+            else
+                srv_log(s, 1, "flushed to %s in %" PRIu64 " ms: the next start with this "
+                              "data_dir is warm", s->cfg.data_dir, now_ms_mono() - t0);
+        }
         int rc = kvt_engine_close(s->eng);
         if (rc) {
             srv_log(s, 0, "engine close: %s", kvt_strerror(rc));
@@ -1374,8 +1461,10 @@ out:
     if (L.epfd >= 0)
         close(L.epfd);
     if (exit_code == 0)
-        srv_log(s, 1, "kvtier serve stopped cleanly (DRAM contents are not persisted: this "
-                      "engine version has no catalog, so the next start is cold)");
+        srv_log(s, 1, "kvtier serve stopped cleanly%s", s->cfg.data_dir[0] ? "" :
+                " (data_dir = none: DRAM contents are not persisted, the next start is cold)");
+    free(s->reg_orphans);
+    s->reg_orphans = NULL;
     cfg_free(&s->cfg);
     return exit_code;
 

@@ -61,6 +61,7 @@ typedef struct srv_tenant {
     char **ns_allow;  /* names it may create with KVT.NS.CREATE */
     size_t n_ns_allow;
     uint64_t quota_dram; /* 0 = no quota */
+    uint64_t quota_nvme, quota_disk; /* persistent tiers (kvt_tenant_set_quota); 0 = none */
     unsigned max_ns;
     int admin;            /* sees engine-wide figures in INFO and KVT.STATS */
     /* runtime */
@@ -74,6 +75,13 @@ typedef struct srv_tenant {
     _Atomic uint64_t px_lookups, px_tokens, px_hit_tokens, px_puts, px_blocks_stored,
         px_bytes_in, px_bytes_out;
     _Atomic uint64_t commands, auth_fail;
+    /* by tier (indexed by kvt_tier): meta blocks of GET hits, prefix tokens of KVT hits */
+    _Atomic uint64_t kv_hits_tier[4], px_hit_tier[4];
+    _Atomic uint64_t kv_corrupt, px_corrupt; /* reads that failed verification (dropped) */
+    _Atomic uint64_t px_prefetches;
+    /* this tenant's connections and network bytes (INFO shows a tenant only these) */
+    _Atomic int64_t conn_open;
+    _Atomic uint64_t conn_total, net_in, net_out;
 } srv_tenant;
 
 /* A tenant's token namespace (KVT.NS.CREATE). */
@@ -104,6 +112,12 @@ typedef struct srv_config {
     uint64_t query_buffer_limit;
     uint64_t output_buffer_limit;
     uint64_t offload_bytes;
+    /* persistent tiers: data_dir "" = DRAM only (the value "none" in the configuration) */
+    char data_dir[SRV_PATH_MAX];
+    char nvme_path[SRV_PATH_MAX], disk_path[SRV_PATH_MAX]; /* "" = DATA_DIR/nvme, /disk */
+    uint64_t nvme_bytes, disk_bytes, nvme_bw, disk_bw;
+    unsigned io_depth;
+    int backpressure_ms;      /* -1 = the engine's default */
     char access_log[SRV_PATH_MAX];
     int access_log_hash_ids;
     int shutdown_timeout_s;
@@ -189,7 +203,12 @@ typedef struct cmdctx {
     int argc;
     const srv_arg *argv;
     int on_worker;
+    int offload; /* set by a command on the loop that emitted nothing: run me on a worker */
 } cmdctx;
+
+/* A command on the loop thread asks to be re-run on a worker (it must not have emitted
+ * anything). 1: asked (return at once); 0: run here (already on a worker, or none). */
+int cmd_offload(cmdctx *x);
 
 typedef void cmd_fn(cmdctx *x);
 
@@ -251,6 +270,12 @@ struct srv {
     pthread_mutex_t stripe[256];
     void *metrics_daemon;
     int stopping;
+    int n_workers;
+    /* persistence: the service's registry of KVT namespaces and key counts (registry.c) */
+    pthread_mutex_t reg_mu;
+    char *reg_orphans; /* registry lines of tenants not configured now, kept verbatim */
+    _Atomic uint64_t flushes, flush_errors, last_flush_ms;
+    _Atomic int last_flush_status;
 };
 
 /* Logging to stderr: level 0 warning, 1 notice, 2 verbose. */
@@ -266,6 +291,9 @@ void client_set_auth(srv_client *c, srv_tenant *t);
 void client_set_resp(srv_client *c, int resp);
 void client_close_after_reply(srv_client *c);
 const char *client_addr(const srv_client *c);
+/* The last KVT.MATCH of this client (namespace + token hash): a KVT.GET of the same request
+ * right after it is not logged again (docs/analytics.md: one access-log line per request). */
+uint64_t *client_last_match(srv_client *c);
 
 /* kv.c: Redis values */
 void cmd_get(cmdctx *x);
@@ -291,6 +319,9 @@ void cmd_kvt_put(cmdctx *x);
 void cmd_kvt_get(cmdctx *x);
 void cmd_kvt_prefetch(cmdctx *x);
 void cmd_kvt_stats(cmdctx *x);
+void cmd_kvt_flush(cmdctx *x); /* also SAVE */
+void cmd_lastsave(cmdctx *x);
+const char *tier_name(int tier);
 void srv_ns_free_all(srv *s);
 
 /* misc.c: connection and server commands */
@@ -306,6 +337,13 @@ void cmd_config(cmdctx *x);
 void cmd_info(cmdctx *x);
 void cmd_time(cmdctx *x);
 srv_tenant *auth_check(srv *s, const char *user, size_t ulen, const char *pass, size_t plen);
+
+/* registry.c: DATA_DIR/serve-registry (namespaces, key counts), written atomically */
+int registry_load(srv *s);  /* at start, after the engine opened: reopens the namespaces */
+int registry_save(srv *s);  /* after KVT.NS.CREATE, KVT.FLUSH and at shutdown */
+srv_ns *srv_ns_add(srv *s, srv_tenant *t, const char *name, const kvt_layout *lay, int *rc);
+/* Flush: kvt_flush + registry; 0 or an engine status (counted, logged) */
+int srv_flush(srv *s);
 
 /* metrics.c */
 int metrics_start(srv *s);

@@ -1,9 +1,11 @@
 """kvtharness.py — start and stop a `kvtier-serve` for the tests in tests/server/.
 
 Each server gets a fresh folder under $KVT_TEST_DIR (or /tmp), a free TCP port, a Unix
-socket and optionally a /metrics port; stop() sends SIGTERM and checks the exit status
-(0: a clean shutdown; the sanitizer build also fails here on leaks). Servers left running
-by a failing test are killed at exit.
+socket, its persistent tiers in FOLDER/data (data_dir; data_dir=None: DRAM only) and
+optionally a /metrics port; stop() sends SIGTERM and checks the exit status (0: a clean
+shutdown; the sanitizer build also fails here on leaks). Servers left running by a failing
+test are killed at exit. Server(..., dir=old.dir) after old.stop(keep=True) or old.kill9()
+restarts on the same data directory (warm restart).
 """
 import atexit
 import os
@@ -42,8 +44,10 @@ def test_dir():
 
 
 class Server:
-    def __init__(self, binary, config="", args=(), metrics=False, env=None):
-        self.dir = test_dir()
+    def __init__(self, binary, config="", args=(), metrics=False, env=None, dir=None,
+                 data_dir="data"):
+        self.dir = dir or test_dir()
+        self.data_dir = os.path.join(self.dir, data_dir) if data_dir else None
         self.port = free_port()
         self.sock = os.path.join(self.dir, "kvtier.sock")
         self.metrics_port = free_port() if metrics else 0
@@ -52,11 +56,12 @@ class Server:
         with open(cfg, "w") as f:
             f.write(config)
         cmd = [binary, "--config", cfg, "--port", str(self.port), "--unixsocket", self.sock,
-               "--metrics-port", str(self.metrics_port), "--loglevel", "verbose"]
+               "--metrics-port", str(self.metrics_port), "--loglevel", "verbose",
+               "--data-dir", self.data_dir or "none"]
         cmd += list(args)
         e = dict(os.environ)
         e.update(env or {})
-        self.logf = open(self.log, "w")
+        self.logf = open(self.log, "a")
         self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, env=e)
         _live.append(self)
         self._wait_ready()
@@ -85,7 +90,15 @@ class Server:
         except OSError:
             pass
 
-    def stop(self, timeout=30, expect_rc=0):
+    def kill9(self):
+        """SIGKILL: no shutdown, no flush (a crash). The folder stays for a restart."""
+        self.proc.kill()
+        self.proc.wait()
+        if self in _live:
+            _live.remove(self)
+        self.logf.close()
+
+    def stop(self, timeout=30, expect_rc=0, keep=False):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
@@ -101,7 +114,8 @@ class Server:
         if expect_rc is not None and rc != expect_rc:
             self.dump()
             raise AssertionError("server exit status %d, expected %d" % (rc, expect_rc))
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
         return rc
 
     def raw(self, timeout=10):

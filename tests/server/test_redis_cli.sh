@@ -15,6 +15,7 @@ cat >"$dir/kvtier.conf" <<CONF
 [server]
 port = $port
 unixsocket = $sock
+data_dir = $dir/data
 [tenant:default]
 password = pw0
 [tenant:worker]
@@ -63,7 +64,7 @@ expect "DBSIZE" "1" "${A[@]}" DBSIZE
 info=$("${A[@]}" INFO)
 [[ "$info" == *"redis_version:"* && "$info" == *"# Keyspace"* && "$info" == *"db0:keys=1"* ]] &&
     ok "INFO in Redis's format" || no "INFO: $info"
-expect "INFO section" "tiers:dram" bash -c "${A[*]} INFO kvtier | tr -d '\r' | grep ^tiers:"
+expect "INFO section" "tiers:dram,disk" bash -c "${A[*]} INFO kvtier | tr -d '\r' | grep ^tiers:"
 # user + password, and the users' data are separate tenants
 W=(redis-cli --no-auth-warning -p "$port" --user worker --pass pw1)
 expect "AUTH user password" "OK" "${W[@]}" SET k1 "worker's"

@@ -107,7 +107,10 @@ try:
     check(info.get("redis_version") and "connected_clients" in info and "keyspace_hits" in info,
           "INFO parses (redis_version, connected_clients, keyspace_hits)")
     check(info["db0"]["keys"] >= 5000, "INFO keyspace db0 keys")
-    check(r.info("kvtier")["tiers"] == "dram", "INFO kvtier section")
+    ik = r.info("kvtier")
+    check(ik["tiers"] == "dram,disk" and ik["disk_capacity"] > 0 and "disk_used" in ik,
+          "INFO kvtier section: tiers and per-tier figures")
+    check(r.info("persistence")["kvtier_persistent"] == 1, "INFO persistence: persistent tiers")
     check(r.client_setname("worker-1") and r.client_getname() == "worker-1", "CLIENT SETNAME/GETNAME")
     check(isinstance(r.client_id(), int), "CLIENT ID")
     check(r.command_count() > 20, "COMMAND COUNT")

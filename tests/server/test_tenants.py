@@ -3,6 +3,7 @@
 with the same key names and namespace names never see, read, delete or count each other's
 data; unauthenticated access only when configured; namespace permissions.
 usage: test_tenants.py path/to/kvtier-serve"""
+import os
 import struct
 
 from kvtharness import Err, Server, binary_arg, check, need_redis_py
@@ -52,6 +53,25 @@ try:
     b.set("only-a", "bob's own")
     check(a.get("only-a") == b"secret" * 1000, "bob writing the same key leaves alice's intact")
     check("used_memory" not in b.info("memory"), "INFO hides engine-wide usage from non-admin tenants")
+    # connections and network bytes: per tenant, not server-wide (alice's traffic is hers)
+    ai0 = a.info("stats")
+    a.set("big", os.urandom(300000))
+    check(len(a.get("big")) == 300000, "alice moves 600 kB")
+    extra = [redis.Redis(port=srv.port, username="alice", password="alice-pw") for _ in range(3)]
+    for e in extra:
+        e.ping()
+    bi = b.info()
+    ai = a.info()
+    check(ai["total_net_input_bytes"] - ai0["total_net_input_bytes"] >= 300000,
+          "INFO net input bytes count the tenant's own traffic")
+    check(bi["total_net_input_bytes"] < 100000 and bi["total_net_output_bytes"] < 100000,
+          "another tenant's INFO does not show alice's bytes (%d in, %d out)"
+          % (bi["total_net_input_bytes"], bi["total_net_output_bytes"]))
+    check(bi["connected_clients"] == 1 and ai["connected_clients"] == 4,
+          "connected_clients is the tenant's own (bob 1, alice 4)")
+    check(bi["total_connections_received"] <= 2, "total_connections_received is the tenant's own")
+    for e in extra:
+        e.close()
 
     # KVT namespaces are per tenant
     ra, rb = srv.raw(), srv.raw()
