@@ -21,45 +21,9 @@
 
 static tu_rng rng;
 
-static kvt_layout small_layout(void)
-{
-    kvt_layout l;
-    memset(&l, 0, sizeof l);
-    l.layers = 2;
-    l.kv_heads = 2;
-    l.head_dim = 8;
-    l.dtype = KVT_DTYPE_FP16;
-    l.block_tokens = BT;
-    return l;
-}
+static kvt_layout small_layout(void) { return tu_layout(2, 2, 8, KVT_DTYPE_FP16, BT); }
 
-static kvt_engine *open_engine(uint64_t cap_blocks)
-{
-    kvt_options *o = NULL;
-    kvt_engine *e = NULL;
-    TU_CHECK_EQ(kvt_options_create(&o), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_bytes(o, cap_blocks * BB), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_slot_bytes(o, BB), 0);
-    TU_CHECK_EQ(kvt_options_set_hugepages(o, KVT_HUGEPAGES_OFF), 0);
-    TU_CHECK_EQ(kvt_engine_open(o, &e), 0);
-    TU_CHECK(e != NULL);
-    kvt_options_destroy(o);
-    return e;
-}
-
-static kvt_stats stats(kvt_engine *e)
-{
-    kvt_stats s;
-    memset(&s, 0, sizeof s);
-    TU_CHECK_EQ(kvt_engine_stats(e, &s, sizeof s), 0);
-    return s;
-}
-
-static void fill_tokens(uint32_t *t, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        t[i] = (uint32_t)tu_next(&rng);
-}
+static kvt_engine *open_engine(uint64_t blocks) { return tu_dram_engine(blocks * BB, BB); }
 
 /* ---------------------------------------------------------------- strerror, version */
 
@@ -208,20 +172,15 @@ static void test_options(void)
 
     /* Options are not retained: destroy them before using the engine. */
     kvt_engine *e = open_engine(8);
-    kvt_stats s = stats(e);
+    kvt_stats s = tu_stats(e);
     TU_CHECK_EQ(s.dram_capacity, 8 * BB);
     TU_CHECK_EQ(s.dram_used, 0);
     TU_CHECK_EQ(s.dram_hugepages, 0);
     TU_CHECK_EQ(kvt_engine_close(e), 0);
 
     /* Capacity is rounded down to whole slots. */
-    TU_CHECK_EQ(kvt_options_create(&o), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_bytes(o, 8 * BB + BB - 1), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_slot_bytes(o, BB), 0);
-    TU_CHECK_EQ(kvt_options_set_hugepages(o, KVT_HUGEPAGES_OFF), 0);
-    TU_CHECK_EQ(kvt_engine_open(o, &e), 0);
-    kvt_options_destroy(o);
-    TU_CHECK_EQ(stats(e).dram_capacity, 8 * BB);
+    e = tu_dram_engine(8 * BB + BB - 1, BB);
+    TU_CHECK_EQ(tu_stats(e).dram_capacity, 8 * BB);
     TU_CHECK_EQ(kvt_engine_close(e), 0);
 }
 
@@ -240,7 +199,7 @@ static void test_engine_args(void)
     kvt_engine *e = NULL;
     TU_CHECK_EQ(kvt_engine_open(NULL, &e), 0);
     TU_CHECK(e != NULL);
-    kvt_stats s = stats(e);
+    kvt_stats s = tu_stats(e);
     TU_CHECK_EQ(s.blocks_cached, 0);
     TU_CHECK_EQ(s.leases_open, 0);
     TU_CHECK_EQ(s.namespaces, 0);
@@ -256,14 +215,14 @@ static void test_engine_args(void)
     int rc = kvt_engine_open(o, &e);
     kvt_options_destroy(o);
     if (rc == 0) {
-        TU_CHECK_EQ(stats(e).dram_hugepages, 1);
+        TU_CHECK_EQ(tu_stats(e).dram_hugepages, 1);
         TU_CHECK_EQ(kvt_engine_close(e), 0);
     } else {
         TU_CHECK_EQ(rc, -ENOMEM);
     }
     /* Hugepages off: plain pages. */
     e = open_engine(8);
-    TU_CHECK_EQ(stats(e).dram_hugepages, 0);
+    TU_CHECK_EQ(tu_stats(e).dram_hugepages, 0);
     TU_CHECK_EQ(kvt_engine_close(e), 0);
 
     e = open_engine(8);
@@ -282,7 +241,7 @@ static void test_engine_args(void)
     TU_CHECK_EQ(kvt_engine_stats(e, (kvt_stats *)(void *)buf, sizeof buf), 0);
     for (size_t i = sizeof(kvt_stats); i < sizeof buf; i++)
         TU_CHECK(buf[i] == 0xA5);
-    kvt_stats full = stats(e);
+    kvt_stats full = tu_stats(e);
     TU_CHECK(memcmp(buf, &full, sizeof full) == 0);
 
     /* Quotas: argument and name checks. */
@@ -327,7 +286,7 @@ static void test_ns_open(void)
     TU_CHECK_EQ(kvt_ns_open(e, "m", "", &l, 0, &ns), KVT_ENAME);
     TU_CHECK_EQ(kvt_ns_open(e, name256, "t", &l, 0, &ns), KVT_ENAME);
     TU_CHECK_EQ(kvt_ns_open(e, "m", name256, &l, 0, &ns), KVT_ENAME);
-    TU_CHECK_EQ(stats(e).namespaces, 0);
+    TU_CHECK_EQ(tu_stats(e).namespaces, 0);
 
     /* Invalid layouts. */
     kvt_layout bad;
@@ -356,7 +315,7 @@ static void test_ns_open(void)
             exit(1);
         }
     }
-    TU_CHECK_EQ(stats(e).namespaces, 0);
+    TU_CHECK_EQ(tu_stats(e).namespaces, 0);
 
     /* Open, reopen: same handle. Longest names work. */
     ns = NULL;
@@ -367,7 +326,7 @@ static void test_ns_open(void)
     kvt_layout lcopy = l; /* a different object with equal contents */
     TU_CHECK_EQ(kvt_ns_open(e, "m", "t", &lcopy, 0, &ns2), 0);
     TU_CHECK(ns2 == ns);
-    TU_CHECK_EQ(stats(e).namespaces, 1);
+    TU_CHECK_EQ(tu_stats(e).namespaces, 1);
 
     /* The same namespace with another layout or flags. */
     kvt_layout other = l;
@@ -381,7 +340,7 @@ static void test_ns_open(void)
     other.layers = 1; /* same block bytes, another shape */
     TU_CHECK_EQ(kvt_ns_open(e, "m", "t", &other, 0, &ns2), KVT_EBADLAYOUT);
     TU_CHECK_EQ(kvt_ns_open(e, "m", "t", &l, KVT_NS_KEYS, &ns2), KVT_EBADLAYOUT);
-    TU_CHECK_EQ(stats(e).namespaces, 1);
+    TU_CHECK_EQ(tu_stats(e).namespaces, 1);
 
     kvt_ns *nk = NULL, *nk2 = NULL;
     TU_CHECK_EQ(kvt_ns_open(e, "k", "t", &l, KVT_NS_KEYS, &nk), 0);
@@ -407,7 +366,7 @@ static void test_ns_open(void)
     TU_CHECK_EQ(kvt_ns_open(e, "x", "y", &l, 0, &s1), 0);
     TU_CHECK_EQ(kvt_ns_open(e, "y", "x", &l2, 0, &s2), 0);
     TU_CHECK(s1 != s2);
-    TU_CHECK_EQ(stats(e).namespaces, 7);
+    TU_CHECK_EQ(tu_stats(e).namespaces, 7);
     TU_CHECK_EQ(kvt_engine_close(e), 0);
 }
 
@@ -422,7 +381,7 @@ static void test_ns_calls(void)
     TU_CHECK_EQ(kvt_ns_open(e, "k", "t", &l, KVT_NS_KEYS, &nk), 0);
 
     uint32_t tok[4 * BT];
-    fill_tokens(tok, 4 * BT);
+    tu_fill_tokens(&rng, tok, 4 * BT);
     uint64_t keys[4] = {11, 22, 33, 44};
     static unsigned char data[4][BB];
     tu_fill(&rng, data, sizeof data);
@@ -445,7 +404,7 @@ static void test_ns_calls(void)
     TU_CHECK_EQ(kvt_match_keys(NULL, keys, 4, &matched, &lease), -EINVAL);
     TU_CHECK_EQ(kvt_match_keys(nk, NULL, 4, &matched, &lease), -EINVAL);
     TU_CHECK_EQ(kvt_match_keys(ns, keys, 4, &matched, &lease), KVT_EMODE);
-    TU_CHECK_EQ(stats(e).leases_open, 0);
+    TU_CHECK_EQ(tu_stats(e).leases_open, 0);
 
     /* Nothing matched: 0, *matched 0, *lease NULL. */
     matched = 99;
@@ -474,13 +433,13 @@ static void test_ns_calls(void)
     TU_CHECK_EQ(kvt_put_keys(nk, NULL, 4, blocks, &stored), -EINVAL);
     TU_CHECK_EQ(kvt_put_keys(nk, keys, 4, NULL, &stored), -EINVAL);
     TU_CHECK_EQ(kvt_put_keys(ns, keys, 4, blocks, &stored), KVT_EMODE);
-    TU_CHECK_EQ(stats(e).blocks_cached, 0);
+    TU_CHECK_EQ(tu_stats(e).blocks_cached, 0);
 
     /* Fewer tokens than a block: nothing to store, no error. */
     stored = 99;
     TU_CHECK_EQ(kvt_put(ns, tok, BT - 1, blocks, &stored), 0);
     TU_CHECK_EQ(stored, 0);
-    TU_CHECK_EQ(stats(e).blocks_cached, 0);
+    TU_CHECK_EQ(tu_stats(e).blocks_cached, 0);
 
     /* A needed NULL block: -ENODATA, the blocks before it stored, none after. */
     const void *holes[4] = {data[0], data[1], NULL, data[3]};
@@ -489,7 +448,7 @@ static void test_ns_calls(void)
     TU_CHECK_EQ(stored, 2);
     TU_CHECK_EQ(kvt_match(ns, tok, 4 * BT, &matched, NULL), 0);
     TU_CHECK_EQ(matched, 2 * BT);
-    TU_CHECK_EQ(stats(e).blocks_cached, 2);
+    TU_CHECK_EQ(tu_stats(e).blocks_cached, 2);
     /* NULL for the cached blocks is fine; the rest is stored. */
     const void *tail[4] = {NULL, NULL, data[2], data[3]};
     stored = 99;
@@ -502,7 +461,7 @@ static void test_ns_calls(void)
     TU_CHECK_EQ(kvt_put(ns, tok, 4 * BT, none, NULL), 0);
     /* A NULL first block of an uncached sequence. */
     uint32_t tok2[2 * BT];
-    fill_tokens(tok2, 2 * BT);
+    tu_fill_tokens(&rng, tok2, 2 * BT);
     stored = 99;
     TU_CHECK_EQ(kvt_put(ns, tok2, 2 * BT, none, &stored), -ENODATA);
     TU_CHECK_EQ(stored, 0);
@@ -515,7 +474,7 @@ static void test_ns_calls(void)
     TU_CHECK_EQ(stored, 1);
     TU_CHECK_EQ(kvt_match_keys(nk, keys, 4, &matched, NULL), 0);
     TU_CHECK_EQ(matched, 1);
-    TU_CHECK_EQ(stats(e).blocks_cached, 5);
+    TU_CHECK_EQ(tu_stats(e).blocks_cached, 5);
 
     /* Leases. */
     TU_CHECK_EQ(kvt_lease_blocks(NULL), 0);
@@ -565,18 +524,18 @@ static void test_ns_calls(void)
     TU_CHECK_EQ(kvt_read_contig(lease, 1, 3, contig, 3 * BB), 0);
     for (int i = 0; i < 3; i++)
         TU_CHECK(memcmp(contig + (size_t)i * BB, data[i + 1], BB) == 0);
-    TU_CHECK_EQ(stats(e).leases_open, 1);
+    TU_CHECK_EQ(tu_stats(e).leases_open, 1);
 
     /* Close with an open lease: KVT_ELEASES, and the engine keeps working. */
     TU_CHECK_EQ(kvt_engine_close(e), KVT_ELEASES);
-    TU_CHECK_EQ(stats(e).leases_open, 1);
+    TU_CHECK_EQ(tu_stats(e).leases_open, 1);
     TU_CHECK_EQ(kvt_read(lease, 0, 4, dst), 0);
     for (int i = 0; i < 4; i++)
         TU_CHECK(memcmp(out[i], data[i], BB) == 0);
     kvt_lease *l2 = NULL;
     TU_CHECK_EQ(kvt_match(ns, tok, 4 * BT, &matched, &l2), 0);
     TU_CHECK(l2 != NULL);
-    TU_CHECK_EQ(stats(e).leases_open, 2);
+    TU_CHECK_EQ(tu_stats(e).leases_open, 2);
     TU_CHECK_EQ(kvt_engine_close(e), KVT_ELEASES);
     kvt_release(lease);
     TU_CHECK_EQ(kvt_engine_close(e), KVT_ELEASES);
@@ -584,7 +543,7 @@ static void test_ns_calls(void)
     stored = 99;
     TU_CHECK_EQ(kvt_put(ns, tok2, 2 * BT, blocks, &stored), 0);
     TU_CHECK_EQ(stored, 2);
-    TU_CHECK_EQ(stats(e).leases_open, 0);
+    TU_CHECK_EQ(tu_stats(e).leases_open, 0);
     TU_CHECK_EQ(kvt_engine_close(e), 0);
 }
 

@@ -45,17 +45,7 @@ static size_t pool_nb[POOL];
 static uint64_t run_ns;
 static atomic_int go;
 
-static kvt_layout small_layout(void)
-{
-    kvt_layout l;
-    memset(&l, 0, sizeof l);
-    l.layers = 2;
-    l.kv_heads = 2;
-    l.head_dim = 8;
-    l.dtype = KVT_DTYPE_FP16;
-    l.block_tokens = BT;
-    return l;
-}
+static kvt_layout small_layout(void) { return tu_layout(2, 2, 8, KVT_DTYPE_FP16, BT); }
 
 static uint64_t now_ns(void)
 {
@@ -287,13 +277,7 @@ int main(void)
         }
     }
 
-    kvt_options *o = NULL;
-    TU_CHECK_EQ(kvt_options_create(&o), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_bytes(o, CAP * BB), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_slot_bytes(o, BB), 0);
-    TU_CHECK_EQ(kvt_options_set_hugepages(o, KVT_HUGEPAGES_OFF), 0);
-    TU_CHECK_EQ(kvt_engine_open(o, &eng), 0);
-    kvt_options_destroy(o);
+    eng = tu_dram_engine(CAP * BB, BB);
     TU_CHECK_EQ(kvt_tenant_set_dram_quota(eng, "t0", QUOTA * BB), 0);
     TU_CHECK_EQ(kvt_tenant_set_dram_quota(eng, "t1", QUOTA * BB), 0);
 
@@ -334,8 +318,7 @@ int main(void)
     }
     TU_CHECK(ns_main[0] != ns_main[1] && ns_main[0] != ns_main[2] && ns_main[1] != ns_main[2]);
 
-    kvt_stats s;
-    TU_CHECK_EQ(kvt_engine_stats(eng, &s, sizeof s), 0);
+    kvt_stats s = tu_stats(eng);
     TU_CHECK_EQ(s.leases_open, 0);
     TU_CHECK_EQ(s.namespaces, NNS);
     TU_CHECK_EQ(s.lookups, lookups);

@@ -27,26 +27,9 @@
 static char dir[PATH_MAX];
 static tu_rng rng;
 
-static void setup_dir(void)
-{
-    const char *base = getenv("KVT_TEST_DIR");
-    if (!base || !*base)
-        base = "/tmp";
-    mkdir(base, 0755);
-    snprintf(dir, sizeof dir, "%s/test_disk.%d", base, (int)getpid());
-}
+static void setup_dir(void) { tu_test_dir(dir, sizeof dir, "test_disk"); }
 
-static void wipe(void)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (e->d_name[0] != '.')
-            unlinkat(dirfd(d), e->d_name, 0);
-    closedir(d);
-}
+static void wipe(void) { tu_wipe_dir(dir); }
 
 static void cleanup(void)
 {

@@ -32,44 +32,11 @@
 
 static tu_rng rng;
 
-static kvt_layout small_layout(void)
-{
-    kvt_layout l;
-    memset(&l, 0, sizeof l);
-    l.layers = 2;
-    l.kv_heads = 2;
-    l.head_dim = 8;
-    l.dtype = KVT_DTYPE_FP16;
-    l.block_tokens = BT;
-    return l;
-}
+static kvt_layout small_layout(void) { return tu_layout(2, 2, 8, KVT_DTYPE_FP16, BT); }
 
-static kvt_options *make_opts(uint64_t cap_blocks)
-{
-    kvt_options *o = NULL;
-    TU_CHECK_EQ(kvt_options_create(&o), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_bytes(o, cap_blocks * BB), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_slot_bytes(o, BB), 0);
-    TU_CHECK_EQ(kvt_options_set_hugepages(o, KVT_HUGEPAGES_OFF), 0);
-    return o;
-}
+static kvt_options *make_opts(uint64_t cap_blocks) { return tu_dram_options(cap_blocks * BB, BB); }
 
-static kvt_engine *open_engine(uint64_t cap_blocks)
-{
-    kvt_options *o = make_opts(cap_blocks);
-    kvt_engine *e = NULL;
-    TU_CHECK_EQ(kvt_engine_open(o, &e), 0);
-    kvt_options_destroy(o);
-    return e;
-}
-
-static kvt_stats stats(kvt_engine *e)
-{
-    kvt_stats s;
-    memset(&s, 0, sizeof s);
-    TU_CHECK_EQ(kvt_engine_stats(e, &s, sizeof s), 0);
-    return s;
-}
+static kvt_engine *open_engine(uint64_t blocks) { return tu_dram_engine(blocks * BB, BB); }
 
 /* Arm injection at k. Returns the failure count before. */
 static uint64_t arm(long k)
@@ -201,7 +168,7 @@ static void check_all_evictable(kvt_engine *e, kvt_ns *ns, int keys, uint64_t ca
     }
     for (size_t i = 0; i < n_old; i++)
         TU_CHECK_EQ(cached(ns, old[i], keys), 0);
-    TU_CHECK_EQ(stats(e).blocks_cached, cap);
+    TU_CHECK_EQ(tu_stats(e).blocks_cached, cap);
 }
 
 /* ---------------------------------------------------------------- open */
@@ -234,7 +201,7 @@ static void test_open(void)
         int rc = kvt_engine_open(o, &e);
         int inj = disarm(b);
         if (rc == 0) {
-            kvt_stats s = stats(e);
+            kvt_stats s = tu_stats(e);
             TU_CHECK_EQ(s.dram_capacity, 64u << 20);
             TU_CHECK_EQ(s.blocks_cached, 0);
             TU_CHECK_EQ(s.namespaces, 0);
@@ -278,7 +245,7 @@ static void ns_case(int mode, const char *tenant, int keys)
             size_t st;
             TU_CHECK_EQ(put(ns0, &base, 0, &st), 0);
         }
-        kvt_stats s0 = stats(e);
+        kvt_stats s0 = tu_stats(e);
         kvt_ns *nn = NULL, *again = NULL;
         uint64_t b = arm(k);
         int rc = kvt_ns_open(e, "new", tenant, &l, keys ? KVT_NS_KEYS : 0, &nn);
@@ -289,7 +256,7 @@ static void ns_case(int mode, const char *tenant, int keys)
         else
             expect_enomem(rc2, "kvt_ns_open (existing)", k);
         check_seq(ns0, &base, 0, 4, "ns_open: base after");
-        kvt_stats s1 = stats(e);
+        kvt_stats s1 = tu_stats(e);
         if (rc == 0) {
             TU_CHECK(nn != NULL && nn != ns0);
             TU_CHECK_EQ(s1.namespaces, s0.namespaces + 1);
@@ -357,7 +324,7 @@ static void put_case(int keys, uint64_t cap)
                 TU_CHECK_EQ(put(ns, &Z, keys, &st), 0);
                 y_have = 2;
             }
-            kvt_stats s0 = stats(e);
+            kvt_stats s0 = tu_stats(e);
             size_t stored = 999;
             uint64_t b = arm(k);
             int rc = put(ns, &Y, keys, &stored);
@@ -368,7 +335,7 @@ static void put_case(int keys, uint64_t cap)
                 TU_CHECK_EQ(y_have + stored, 5);
             TU_CHECK(stored <= 5 - y_have);
             y_have += stored;
-            kvt_stats s1 = stats(e);
+            kvt_stats s1 = tu_stats(e);
             TU_CHECK_EQ(s1.blocks_stored, s0.blocks_stored + stored);
             TU_CHECK_EQ(s1.bytes_written, s0.bytes_written + stored * BB);
             TU_CHECK_EQ(s1.leases_open, 0);
@@ -421,14 +388,14 @@ static void match_case(int keys)
         TU_CHECK_EQ(kvt_ns_open(e, "m", "t", &l, keys ? KVT_NS_KEYS : 0, &ns), 0);
         size_t st;
         TU_CHECK_EQ(put(ns, &X, keys, &st), 0);
-        kvt_stats s0 = stats(e);
+        kvt_stats s0 = tu_stats(e);
         size_t m = 999;
         kvt_lease *ls = (kvt_lease *)(uintptr_t)1;
         uint64_t b = arm(k);
         int rc = keys ? kvt_match_keys(ns, X.keys, 2, &m, &ls)
                       : kvt_match(ns, X.tok, 2 * BT + 1, &m, &ls);
         int inj = disarm(b);
-        kvt_stats s1 = stats(e);
+        kvt_stats s1 = tu_stats(e);
         if (rc == 0) {
             TU_CHECK(ls != NULL && ls != (kvt_lease *)(uintptr_t)1);
             TU_CHECK_EQ(m, keys ? 2 : 2 * BT); /* a match that succeeds is the longest one */
@@ -504,7 +471,7 @@ static void deep_match_case(void)
             expect_enomem(rc, "kvt_match (deep path)", k);
             TU_CHECK(ls == NULL);
         }
-        TU_CHECK_EQ(stats(e).leases_open, 0);
+        TU_CHECK_EQ(tu_stats(e).leases_open, 0);
         TU_CHECK_EQ(kvt_match(ns, tok, DEEP * BT, &m, NULL), 0);
         TU_CHECK_EQ(m, DEEP * BT);
         /* Nothing pinned or leaked: 2*DEEP fresh blocks replace everything. */

@@ -29,11 +29,7 @@ static tu_rng rng;
 
 static void setup_dir(void)
 {
-    const char *base = getenv("KVT_TEST_DIR");
-    if (!base || !*base)
-        base = "/tmp";
-    mkdir(base, 0755);
-    snprintf(dir, sizeof dir, "%s/test_io.%d", base, (int)getpid());
+    tu_test_dir(dir, sizeof dir, "test_io");
     TU_CHECK(mkdir(dir, 0755) == 0);
 }
 

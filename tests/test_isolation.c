@@ -23,38 +23,9 @@
 
 static tu_rng rng;
 
-static kvt_layout small_layout(void)
-{
-    kvt_layout l;
-    memset(&l, 0, sizeof l);
-    l.layers = 2;
-    l.kv_heads = 2;
-    l.head_dim = 8;
-    l.dtype = KVT_DTYPE_FP16;
-    l.block_tokens = BT;
-    return l;
-}
+static kvt_layout small_layout(void) { return tu_layout(2, 2, 8, KVT_DTYPE_FP16, BT); }
 
-static kvt_engine *open_engine(uint64_t cap_blocks)
-{
-    kvt_options *o = NULL;
-    kvt_engine *e = NULL;
-    TU_CHECK_EQ(kvt_options_create(&o), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_bytes(o, cap_blocks * BB), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_slot_bytes(o, BB), 0);
-    TU_CHECK_EQ(kvt_options_set_hugepages(o, KVT_HUGEPAGES_OFF), 0);
-    TU_CHECK_EQ(kvt_engine_open(o, &e), 0);
-    kvt_options_destroy(o);
-    return e;
-}
-
-static kvt_stats stats(kvt_engine *e)
-{
-    kvt_stats s;
-    memset(&s, 0, sizeof s);
-    TU_CHECK_EQ(kvt_engine_stats(e, &s, sizeof s), 0);
-    return s;
-}
+static kvt_engine *open_engine(uint64_t blocks) { return tu_dram_engine(blocks * BB, BB); }
 
 static kvt_ns *ns_open(kvt_engine *e, const char *name, const char *tenant)
 {
@@ -132,7 +103,7 @@ static void test_no_cross_hit(void)
     for (int i = 0; i < N; i++)
         for (int j = 0; j < i; j++)
             TU_CHECK(ns[i] != ns[j]);
-    TU_CHECK_EQ(stats(e).namespaces, N);
+    TU_CHECK_EQ(tu_stats(e).namespaces, N);
 
     /* The same tokens everywhere, different bytes per namespace. */
     static seq s[N];
@@ -159,7 +130,7 @@ static void test_no_cross_hit(void)
      * bytes. */
     for (int i = 1; i < N; i++)
         TU_CHECK_EQ(put(ns[i], &s[i], 0), 4);
-    TU_CHECK_EQ(stats(e).blocks_cached, 4 * N);
+    TU_CHECK_EQ(tu_stats(e).blocks_cached, 4 * N);
     for (int i = 0; i < N; i++)
         verify(ns[i], &s[i], 4);
     /* Keys are a function of the tokens alone: equal across namespaces. */
@@ -188,7 +159,7 @@ static void test_no_cross_evict(void)
         TU_CHECK_EQ(put(a, &x, 0), x.nb);
         TU_CHECK_EQ(cached(b, &sb), 3);
     }
-    kvt_stats s = stats(e);
+    kvt_stats s = tu_stats(e);
     TU_CHECK_EQ(s.blocks_cached, 8);
     TU_CHECK(s.blocks_evicted > 100);
     verify(b, &sb, 3);
@@ -202,9 +173,9 @@ static void test_no_cross_evict(void)
     /* A tenant with nothing of its own and no free space: -ENOSPC, nothing stored. */
     kvt_ns *c = ns_open(e, "m", "tC");
     seq_init(&sa, 1);
-    uint64_t ev = stats(e).blocks_evicted;
+    uint64_t ev = tu_stats(e).blocks_evicted;
     TU_CHECK_EQ(put(c, &sa, -ENOSPC), 0);
-    TU_CHECK_EQ(stats(e).blocks_evicted, ev);
+    TU_CHECK_EQ(tu_stats(e).blocks_evicted, ev);
     TU_CHECK_EQ(cached(c, &sa), 0);
     verify(b, &sb, 3);
     verify(a, &big, 5);
@@ -217,7 +188,7 @@ static void test_no_cross_evict(void)
     seq_init(&sb, 8);
     TU_CHECK_EQ(put(b, &sb, 0), 8);
     TU_CHECK_EQ(put(a, &sa, -ENOSPC), 0);
-    TU_CHECK_EQ(stats(e).blocks_evicted, 0);
+    TU_CHECK_EQ(tu_stats(e).blocks_evicted, 0);
     verify(b, &sb, 8);
     TU_CHECK_EQ(kvt_engine_close(e), 0);
 }
@@ -248,12 +219,12 @@ static void test_quotas(void)
         seq_init(&sa[i], 1 + (size_t)tu_below(&rng, 3));
         kvt_ns *ns = (i % 2) ? a2 : a1;
         TU_CHECK_EQ(put(ns, &sa[i], 0), sa[i].nb);
-        kvt_stats s = stats(e);
+        kvt_stats s = tu_stats(e);
         TU_CHECK(s.blocks_cached <= 3);
         TU_CHECK_EQ(s.dram_used, s.blocks_cached * BB);
         TU_CHECK_EQ(cached(ns, &sa[i]), sa[i].nb); /* the newest is always fully there */
     }
-    TU_CHECK_EQ(stats(e).blocks_cached, 3);
+    TU_CHECK_EQ(tu_stats(e).blocks_cached, 3);
 
     /* The tenant's LRU spans its namespaces: 2 blocks in a1, then 2 in a2 -> a1 loses one. */
     static seq x1, x2;
@@ -263,16 +234,16 @@ static void test_quotas(void)
     TU_CHECK_EQ(put(a2, &x2, 0), 2);
     TU_CHECK_EQ(cached(a1, &x1), 1);
     TU_CHECK_EQ(cached(a2, &x2), 2);
-    TU_CHECK_EQ(stats(e).blocks_cached, 3);
+    TU_CHECK_EQ(tu_stats(e).blocks_cached, 3);
 
     /* B uses its 5 blocks without evicting anything of A's. */
     static seq sb[5];
-    uint64_t ev0 = stats(e).blocks_evicted;
+    uint64_t ev0 = tu_stats(e).blocks_evicted;
     for (int i = 0; i < 5; i++) {
         seq_init(&sb[i], 1);
         TU_CHECK_EQ(put(b, &sb[i], 0), 1);
     }
-    kvt_stats s = stats(e);
+    kvt_stats s = tu_stats(e);
     TU_CHECK_EQ(s.blocks_evicted, ev0);
     TU_CHECK_EQ(s.blocks_cached, 8);
     TU_CHECK_EQ(cached(a1, &x1), 1);
@@ -284,7 +255,7 @@ static void test_quotas(void)
         seq_init(&x, 1 + (size_t)tu_below(&rng, 3));
         TU_CHECK_EQ(put(r % 2 ? a1 : a2, &x, 0), x.nb);
         TU_CHECK_EQ(cached_all(b, sb, 5), 5);
-        TU_CHECK_EQ(stats(e).blocks_cached, 8);
+        TU_CHECK_EQ(tu_stats(e).blocks_cached, 8);
     }
     for (int i = 0; i < 5; i++)
         verify(b, &sb[i], 1);
@@ -312,10 +283,10 @@ static void test_quotas(void)
     kvt_ns *c = ns_open(e, "m", "tC");
     static seq sc;
     seq_init(&sc, 1);
-    uint64_t ev1 = stats(e).blocks_evicted;
+    uint64_t ev1 = tu_stats(e).blocks_evicted;
     TU_CHECK_EQ(put(c, &sc, -ENOSPC), 0);
-    TU_CHECK_EQ(stats(e).blocks_evicted, ev1);
-    TU_CHECK_EQ(stats(e).blocks_cached, 8);
+    TU_CHECK_EQ(tu_stats(e).blocks_evicted, ev1);
+    TU_CHECK_EQ(tu_stats(e).blocks_cached, 8);
     TU_CHECK_EQ(kvt_engine_close(e), 0);
 }
 
@@ -330,15 +301,15 @@ static void test_quota_removed(void)
     TU_CHECK_EQ(put(a, &s, -ENOSPC), 2);
     TU_CHECK_EQ(kvt_tenant_set_dram_quota(e, "tA", 0), 0);
     TU_CHECK_EQ(put(a, &s, 0), 4);
-    TU_CHECK_EQ(stats(e).blocks_evicted, 0);
-    TU_CHECK_EQ(stats(e).blocks_cached, 6);
+    TU_CHECK_EQ(tu_stats(e).blocks_evicted, 0);
+    TU_CHECK_EQ(tu_stats(e).blocks_cached, 6);
     verify(a, &s, 6);
     /* Raising a quota lets the tenant grow into free space without evicting. */
     TU_CHECK_EQ(kvt_tenant_set_dram_quota(e, "tA", 8 * BB), 0);
     static seq t;
     seq_init(&t, 2);
     TU_CHECK_EQ(put(a, &t, 0), 2);
-    TU_CHECK_EQ(stats(e).blocks_evicted, 0);
+    TU_CHECK_EQ(tu_stats(e).blocks_evicted, 0);
     TU_CHECK_EQ(kvt_engine_close(e), 0);
 
     /* A quota smaller than one block fails with -ENOSPC even when the tier is empty. */
@@ -346,7 +317,7 @@ static void test_quota_removed(void)
     TU_CHECK_EQ(kvt_tenant_set_dram_quota(e, "tD", BB - 64), 0);
     kvt_ns *d = ns_open(e, "m", "tD");
     TU_CHECK_EQ(put(d, &t, -ENOSPC), 0);
-    TU_CHECK_EQ(stats(e).blocks_cached, 0);
+    TU_CHECK_EQ(tu_stats(e).blocks_cached, 0);
     TU_CHECK_EQ(kvt_tenant_set_dram_quota(e, "tD", BB), 0);
     TU_CHECK_EQ(put(d, &t, -ENOSPC), 1);
     verify(d, &t, 1);

@@ -23,38 +23,9 @@
 
 static tu_rng rng;
 
-static kvt_layout small_layout(void)
-{
-    kvt_layout l;
-    memset(&l, 0, sizeof l);
-    l.layers = 2;
-    l.kv_heads = 2;
-    l.head_dim = 8;
-    l.dtype = KVT_DTYPE_FP16;
-    l.block_tokens = BT;
-    return l;
-}
+static kvt_layout small_layout(void) { return tu_layout(2, 2, 8, KVT_DTYPE_FP16, BT); }
 
-static kvt_engine *open_engine(uint64_t cap_blocks)
-{
-    kvt_options *o = NULL;
-    kvt_engine *e = NULL;
-    TU_CHECK_EQ(kvt_options_create(&o), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_bytes(o, cap_blocks * BB), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_slot_bytes(o, BB), 0);
-    TU_CHECK_EQ(kvt_options_set_hugepages(o, KVT_HUGEPAGES_OFF), 0);
-    TU_CHECK_EQ(kvt_engine_open(o, &e), 0);
-    kvt_options_destroy(o);
-    return e;
-}
-
-static kvt_stats stats(kvt_engine *e)
-{
-    kvt_stats s;
-    memset(&s, 0, sizeof s);
-    TU_CHECK_EQ(kvt_engine_stats(e, &s, sizeof s), 0);
-    return s;
-}
+static kvt_engine *open_engine(uint64_t blocks) { return tu_dram_engine(blocks * BB, BB); }
 
 static kvt_ns *keys_ns(kvt_engine *e, const char *name)
 {
@@ -119,14 +90,14 @@ static void test_roundtrip_keys(void)
     TU_CHECK_EQ(stored, 0);
     TU_CHECK_EQ(kvt_put_keys(ns, k, 5, p, &stored), 0);
     TU_CHECK_EQ(stored, 5);
-    kvt_stats s = stats(e);
+    kvt_stats s = tu_stats(e);
     TU_CHECK_EQ(s.blocks_stored, 5);
     TU_CHECK_EQ(s.blocks_cached, 5);
     TU_CHECK_EQ(s.bytes_written, 5 * BB);
     for (size_t n = 0; n <= N; n++)
         TU_CHECK_EQ(kmatch(ns, k, n), n < 5 ? n : 5);
     check_read(ns, k, 5, d);
-    TU_CHECK_EQ(stats(e).bytes_read, 5 * BB);
+    TU_CHECK_EQ(tu_stats(e).bytes_read, 5 * BB);
 
     /* Extension: only new blocks stored, cached ones not overwritten. */
     TU_CHECK_EQ(kvt_put_keys(ns, k, N, po, &stored), 0);
@@ -134,7 +105,7 @@ static void test_roundtrip_keys(void)
     for (int i = 5; i < N; i++)
         memcpy(d[i], other[i], BB);
     check_read(ns, k, N, d);
-    TU_CHECK_EQ(stats(e).blocks_cached, N);
+    TU_CHECK_EQ(tu_stats(e).blocks_cached, N);
 
     /* One key differs at index j: exactly j blocks match — whichever bits differ. */
     const uint64_t flips[] = {1, 1ull << 31, 1ull << 32, 1ull << 63, 0xffffffffull,
@@ -183,7 +154,7 @@ static void test_roundtrip_keys(void)
     }
     for (int i = 0; i < 4; i++)
         check_read(ns, &sib[i], 1, &dr[i]);
-    TU_CHECK_EQ(stats(e).blocks_cached, N + 8);
+    TU_CHECK_EQ(tu_stats(e).blocks_cached, N + 8);
 
     /* Another key namespace with the same keys: no hit. */
     kvt_ns *ns2 = keys_ns(e, "trace2");
@@ -215,7 +186,7 @@ static void test_evict_keys(void)
     TU_CHECK_EQ(kvt_put_keys(ns, b, 2, p, &stored), 0);
     TU_CHECK_EQ(stored, 2);
     TU_CHECK_EQ(kmatch(ns, a, 8), 6); /* tail-first */
-    TU_CHECK_EQ(stats(e).blocks_evicted, 2);
+    TU_CHECK_EQ(tu_stats(e).blocks_evicted, 2);
     uint64_t c[6];
     for (int i = 0; i < 6; i++)
         c[i] = tu_next(&rng);
@@ -311,7 +282,7 @@ static void test_fuzz(void)
         }
         kvt_release(l);
     }
-    kvt_stats s = stats(e);
+    kvt_stats s = tu_stats(e);
     TU_CHECK_EQ(s.blocks_cached, total);
     TU_CHECK_EQ(s.leases_open, 0);
     printf("fuzz: %zu sequences, %llu blocks\n", n_model, (unsigned long long)total);

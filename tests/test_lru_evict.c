@@ -27,38 +27,9 @@
 
 static tu_rng rng;
 
-static kvt_layout small_layout(void)
-{
-    kvt_layout l;
-    memset(&l, 0, sizeof l);
-    l.layers = 2;
-    l.kv_heads = 2;
-    l.head_dim = 8;
-    l.dtype = KVT_DTYPE_FP16;
-    l.block_tokens = BT;
-    return l;
-}
+static kvt_layout small_layout(void) { return tu_layout(2, 2, 8, KVT_DTYPE_FP16, BT); }
 
-static kvt_engine *open_engine(uint64_t cap_blocks)
-{
-    kvt_options *o = NULL;
-    kvt_engine *e = NULL;
-    TU_CHECK_EQ(kvt_options_create(&o), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_bytes(o, cap_blocks * BB), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_slot_bytes(o, BB), 0);
-    TU_CHECK_EQ(kvt_options_set_hugepages(o, KVT_HUGEPAGES_OFF), 0);
-    TU_CHECK_EQ(kvt_engine_open(o, &e), 0);
-    kvt_options_destroy(o);
-    return e;
-}
-
-static kvt_stats stats(kvt_engine *e)
-{
-    kvt_stats s;
-    memset(&s, 0, sizeof s);
-    TU_CHECK_EQ(kvt_engine_stats(e, &s, sizeof s), 0);
-    return s;
-}
+static kvt_engine *open_engine(uint64_t blocks) { return tu_dram_engine(blocks * BB, BB); }
 
 /* A named sequence of up to MAXB blocks; block b's bytes are a function of (id, b) unless a
  * sequence shares its first blocks with a parent (then they are the parent's). */
@@ -146,7 +117,7 @@ static void expect(kvt_engine *e, kvt_ns *ns, seq **ss, const size_t *want, size
             exit(1);
         }
     }
-    kvt_stats s = stats(e);
+    kvt_stats s = tu_stats(e);
     if (s.blocks_cached != distinct || s.blocks_evicted != evicted) {
         fprintf(stderr, "%s: blocks_cached %llu (want %llu), blocks_evicted %llu (want %llu)\n",
                 step, (unsigned long long)s.blocks_cached, (unsigned long long)distinct,
@@ -199,7 +170,7 @@ static void scenario_partial(void)
     expect(e, ns, all, (size_t[]){0, 1, 0, 2, 1, 1, 3}, 7, 8, 9, "G");
     for (size_t i = 0; i < 7; i++)
         verify_bytes(ns, all[i]);
-    kvt_stats s = stats(e);
+    kvt_stats s = tu_stats(e);
     TU_CHECK_EQ(s.blocks_stored, 17);
     TU_CHECK_EQ(s.puts, 7);
     TU_CHECK_EQ(kvt_engine_close(e), 0);
@@ -273,7 +244,7 @@ static void scenario_pinned_full(void)
 
     /* Nothing evictable. */
     TU_CHECK_EQ(put(ns, &C, -ENOSPC), 0);
-    kvt_stats s = stats(e);
+    kvt_stats s = tu_stats(e);
     TU_CHECK_EQ(s.blocks_cached, 8);
     TU_CHECK_EQ(s.blocks_evicted, 0);
     TU_CHECK_EQ(s.blocks_stored, 8);
@@ -283,7 +254,7 @@ static void scenario_pinned_full(void)
     /* B released: C stores 4 blocks over B and stops at the 5th. */
     kvt_release(lb);
     TU_CHECK_EQ(put(ns, &C, -ENOSPC), 4);
-    s = stats(e);
+    s = tu_stats(e);
     TU_CHECK_EQ(s.blocks_cached, 8);
     TU_CHECK_EQ(s.blocks_evicted, 4);
     TU_CHECK_EQ(s.blocks_stored, 12);
@@ -329,7 +300,7 @@ static void scenario_too_big(void)
     TU_CHECK_EQ(cached(ns, &A), 0);
     TU_CHECK_EQ(cached(ns, &B), 4);
     verify_bytes(ns, &B);
-    kvt_stats s = stats(e);
+    kvt_stats s = tu_stats(e);
     TU_CHECK_EQ(s.blocks_cached, 4);
     TU_CHECK_EQ(s.blocks_evicted, 2);
     TU_CHECK_EQ(s.blocks_stored, 6);
@@ -564,7 +535,7 @@ static void scenario_fuzz(void)
                 exit(1);
             }
         }
-        kvt_stats s = stats(e);
+        kvt_stats s = tu_stats(e);
         if (s.blocks_cached != n_model || s.blocks_evicted != model_evicted) {
             fprintf(stderr, "fuzz op %d: cached %llu evicted %llu, model %zu %llu\n", op,
                     (unsigned long long)s.blocks_cached, (unsigned long long)s.blocks_evicted,
@@ -572,7 +543,7 @@ static void scenario_fuzz(void)
             exit(1);
         }
     }
-    kvt_stats s = stats(e);
+    kvt_stats s = tu_stats(e);
     TU_CHECK_EQ(s.blocks_stored, stored_total);
     TU_CHECK_EQ(s.leases_open, 0);
     printf("fuzz: %llu stored, %llu evicted\n", (unsigned long long)stored_total,

@@ -26,25 +26,11 @@
 static char dir[PATH_MAX];
 static tu_rng rng;
 
-static void setup_dir(void)
-{
-    const char *base = getenv("KVT_TEST_DIR");
-    if (!base || !*base)
-        base = "/tmp";
-    mkdir(base, 0755);
-    snprintf(dir, sizeof dir, "%s/test_nvme.%d", base, (int)getpid());
-}
+static void setup_dir(void) { tu_test_dir(dir, sizeof dir, "test_nvme"); }
 
 static void cleanup(void)
 {
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (e->d_name[0] != '.')
-            unlinkat(dirfd(d), e->d_name, 0);
-    closedir(d);
+    tu_wipe_dir(dir);
     rmdir(dir);
 }
 

@@ -21,44 +21,9 @@
 
 static tu_rng rng;
 
-static kvt_layout small_layout(void)
-{
-    kvt_layout l;
-    memset(&l, 0, sizeof l);
-    l.layers = 2;
-    l.kv_heads = 2;
-    l.head_dim = 8;
-    l.dtype = KVT_DTYPE_FP16;
-    l.block_tokens = BT;
-    return l;
-}
+static kvt_layout small_layout(void) { return tu_layout(2, 2, 8, KVT_DTYPE_FP16, BT); }
 
-static kvt_engine *open_engine(uint64_t cap_blocks)
-{
-    kvt_options *o = NULL;
-    kvt_engine *e = NULL;
-    TU_CHECK_EQ(kvt_options_create(&o), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_bytes(o, cap_blocks * BB), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_slot_bytes(o, BB), 0);
-    TU_CHECK_EQ(kvt_options_set_hugepages(o, KVT_HUGEPAGES_OFF), 0);
-    TU_CHECK_EQ(kvt_engine_open(o, &e), 0);
-    kvt_options_destroy(o);
-    return e;
-}
-
-static kvt_stats stats(kvt_engine *e)
-{
-    kvt_stats s;
-    memset(&s, 0, sizeof s);
-    TU_CHECK_EQ(kvt_engine_stats(e, &s, sizeof s), 0);
-    return s;
-}
-
-static void fill_tokens(uint32_t *t, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        t[i] = (uint32_t)tu_next(&rng);
-}
+static kvt_engine *open_engine(uint64_t blocks) { return tu_dram_engine(blocks * BB, BB); }
 
 static size_t cached(kvt_ns *ns, const uint32_t *tok, size_t nb)
 {
@@ -102,7 +67,7 @@ static uint64_t pressure(kvt_ns *ns, int rounds, const uint32_t *pinned_tok, siz
         }
         uint32_t tok[CAP * BT];
         size_t nb = 1 + (size_t)tu_below(&rng, free_slots < 3 ? free_slots : 3);
-        fill_tokens(tok, nb * BT);
+        tu_fill_tokens(&rng, tok, nb * BT);
         /* Half of them extend the pinned prefix (a branch under a pinned node). */
         if (r % 2 && nb > 1 && pinned_nb) {
             size_t share = 1 + (size_t)tu_below(&rng, pinned_nb < nb ? pinned_nb : nb - 1);
@@ -131,7 +96,7 @@ static void test_pin_whole(void)
     kvt_ns *ns = NULL;
     TU_CHECK_EQ(kvt_ns_open(e, "m", "t", &l, 0, &ns), 0);
     uint32_t a[4 * BT];
-    fill_tokens(a, 4 * BT);
+    tu_fill_tokens(&rng, a, 4 * BT);
     static unsigned char da[4][BB];
     tu_fill(&rng, da, sizeof da);
     const void *pa[4] = {da[0], da[1], da[2], da[3]};
@@ -146,9 +111,9 @@ static void test_pin_whole(void)
     for (size_t i = 0; i < 4; i++)
         TU_CHECK_EQ(kvt_lease_block_key(la, i, &keys_before[i]), 0);
 
-    kvt_stats s0 = stats(e);
+    kvt_stats s0 = tu_stats(e);
     uint64_t st = pressure(ns, 400, a, 4, CAP - 4);
-    kvt_stats s1 = stats(e);
+    kvt_stats s1 = tu_stats(e);
     TU_CHECK(s1.blocks_evicted - s0.blocks_evicted >= st - (CAP - 4)); /* pressure happened */
     TU_CHECK(s1.blocks_evicted > 300);
     TU_CHECK_EQ(cached(ns, a, 4), 4);
@@ -168,7 +133,7 @@ static void test_pin_whole(void)
     /* Everything but the pinned blocks is evictable: a 4-block put fits, a 5-block put
      * stores 4 and then fails with -ENOSPC. */
     uint32_t b[5 * BT];
-    fill_tokens(b, 5 * BT);
+    tu_fill_tokens(&rng, b, 5 * BT);
     const void *pb[5] = {da[0], da[1], da[2], da[3], da[0]};
     TU_CHECK_EQ(kvt_put(ns, b, 5 * BT, pb, &stored), -ENOSPC);
     TU_CHECK_EQ(stored, 4);
@@ -177,7 +142,7 @@ static void test_pin_whole(void)
 
     /* Released: A can now be evicted. */
     kvt_release(la);
-    TU_CHECK_EQ(stats(e).leases_open, 0);
+    TU_CHECK_EQ(tu_stats(e).leases_open, 0);
     pressure(ns, 50, a, 0, CAP);
     TU_CHECK_EQ(cached(ns, a, 4), 0);
     TU_CHECK_EQ(kvt_engine_close(e), 0);
@@ -192,7 +157,7 @@ static void test_pin_prefix_and_count(void)
     kvt_ns *ns = NULL;
     TU_CHECK_EQ(kvt_ns_open(e, "m", "t", &l, 0, &ns), 0);
     uint32_t a[4 * BT];
-    fill_tokens(a, 4 * BT);
+    tu_fill_tokens(&rng, a, 4 * BT);
     static unsigned char da[4][BB];
     tu_fill(&rng, da, sizeof da);
     const void *pa[4] = {da[0], da[1], da[2], da[3]};
@@ -204,7 +169,7 @@ static void test_pin_prefix_and_count(void)
     TU_CHECK_EQ(m, 2 * BT);
     TU_CHECK_EQ(kvt_match(ns, a, 1 * BT, &m, &l2), 0);
     TU_CHECK_EQ(m, 1 * BT);
-    TU_CHECK_EQ(stats(e).leases_open, 2);
+    TU_CHECK_EQ(tu_stats(e).leases_open, 2);
 
     pressure(ns, 300, a, 2, CAP - 2);
     TU_CHECK_EQ(cached(ns, a, 4), 2); /* the unpinned tail was evicted */
@@ -220,7 +185,7 @@ static void test_pin_prefix_and_count(void)
     kvt_release(l2);
     pressure(ns, 50, a, 0, CAP);
     TU_CHECK_EQ(cached(ns, a, 4), 0);
-    TU_CHECK_EQ(stats(e).leases_open, 0);
+    TU_CHECK_EQ(tu_stats(e).leases_open, 0);
     TU_CHECK_EQ(kvt_engine_close(e), 0);
 }
 
@@ -236,7 +201,7 @@ static void test_match_then_put(void)
     static unsigned char d[CAP][BB];
     for (int round = 0; round < 200; round++) {
         uint32_t a[3 * BT];
-        fill_tokens(a, 3 * BT);
+        tu_fill_tokens(&rng, a, 3 * BT);
         tu_fill(&rng, d, sizeof d);
         const void *p[3] = {d[0], d[1], d[2]};
         size_t stored = 0, m = 0;
@@ -246,7 +211,7 @@ static void test_match_then_put(void)
         TU_CHECK_EQ(m, BT);
         /* Fill the cache with others: 7 blocks (all that is unpinned). */
         uint32_t o[7 * BT];
-        fill_tokens(o, 7 * BT);
+        tu_fill_tokens(&rng, o, 7 * BT);
         const void *po[7] = {d[1], d[2], d[3], d[4], d[5], d[6], d[7]};
         TU_CHECK_EQ(kvt_put(ns, o, 7 * BT, po, &stored), 0);
         TU_CHECK_EQ(stored, 7);

@@ -19,7 +19,6 @@
  * Seed fixed and printed (KVT_SEED reproduces the prompts and the kill delays).
  */
 #include <errno.h>
-#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,23 +49,7 @@ static unsigned char *g_data;
 static uint64_t bb;
 static uint64_t seed;
 
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-    (void)st, (void)flag, (void)f;
-    return remove(p);
-}
-
-static kvt_layout layout(void)
-{
-    kvt_layout l;
-    memset(&l, 0, sizeof l);
-    l.layers = 2;
-    l.kv_heads = 2;
-    l.head_dim = 64;
-    l.dtype = KVT_DTYPE_FP16;
-    l.block_tokens = BT;
-    return l;
-}
+static kvt_layout layout(void) { return tu_layout(2, 2, 64, KVT_DTYPE_FP16, BT); }
 
 /* All prompts, the same in parent and child. */
 static void gen_all(void)
@@ -98,21 +81,8 @@ static void gen_all(void)
 
 static kvt_engine *open_engine(const char *dir)
 {
-    kvt_options *o;
-    kvt_engine *e = NULL;
-    TU_CHECK_EQ(kvt_options_create(&o), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_bytes(o, 48 * bb), 0);
-    TU_CHECK_EQ(kvt_options_set_hugepages(o, KVT_HUGEPAGES_OFF), 0);
-    TU_CHECK_EQ(kvt_options_set_cuda_pin(o, 0), 0);
-    TU_CHECK_EQ(kvt_options_set_data_dir(o, dir), 0);
-    TU_CHECK_EQ(kvt_options_set_tier(o, KVT_TIER_NVME, NULL, 800 * bb, 0), 0);
-    TU_CHECK_EQ(kvt_options_set_tier(o, KVT_TIER_DISK, NULL, 256ull << 20, 0), 0);
-    int rc = kvt_engine_open(o, &e);
-    if (rc)
-        fprintf(stderr, "kvt_engine_open(%s): %s\n", dir, kvt_strerror(rc));
-    TU_CHECK_EQ(rc, 0);
-    kvt_options_destroy(o);
-    return e;
+    tu_tier_cfg c = {.dram_bytes = 48 * bb, .nvme_bytes = 800 * bb, .disk_bytes = 256ull << 20};
+    return tu_tier_engine(dir, &c);
 }
 
 static int child(const char *dir, int round, int fd)
@@ -181,13 +151,9 @@ int main(int argc, char **argv)
     gen_all();
     tu_rng r;
     tu_rng_init(&r, seed ^ 0x5eed);
-    const char *base = getenv("KVT_TEST_DIR");
-    if (!base)
-        base = "/tmp";
-    mkdir(base, 0755);
     char dir[512];
-    snprintf(dir, sizeof dir, "%s/restart_crash.%d", base, (int)getpid());
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    tu_test_dir(dir, sizeof dir, "restart_crash");
+    tu_rm_tree(dir);
 
     static unsigned char acked[NPROMPTS]; /* acknowledged durable by a kvt_flush */
     for (int round = 0; round < ROUNDS; round++) {
@@ -235,9 +201,7 @@ int main(int argc, char **argv)
             if (!acked[i])
                 extra += got;
         }
-        kvt_stats s;
-        memset(&s, 0, sizeof s);
-        TU_CHECK_EQ(kvt_engine_stats(e, &s, sizeof s), 0);
+        kvt_stats s = tu_stats(e);
         TU_CHECK_EQ(s.checksum_failures, 0);
         printf("round %d: killed after %u ms, acknowledged %d prompts (this round %d), %zu "
                "unacknowledged blocks survived, %llu restored, %llu records dropped, "
@@ -247,7 +211,7 @@ int main(int argc, char **argv)
                (unsigned long long)s.demotions);
         TU_CHECK_EQ(kvt_engine_close(e), 0);
     }
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    tu_rm_tree(dir);
     free(g_data);
     printf("ok\n");
     return 0;

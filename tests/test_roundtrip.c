@@ -25,44 +25,9 @@
 
 static tu_rng rng;
 
-static kvt_layout small_layout(void)
-{
-    kvt_layout l;
-    memset(&l, 0, sizeof l);
-    l.layers = 2;
-    l.kv_heads = 2;
-    l.head_dim = 8;
-    l.dtype = KVT_DTYPE_FP16;
-    l.block_tokens = BT;
-    return l;
-}
+static kvt_layout small_layout(void) { return tu_layout(2, 2, 8, KVT_DTYPE_FP16, BT); }
 
-static kvt_engine *open_engine(uint64_t cap_blocks)
-{
-    kvt_options *o = NULL;
-    kvt_engine *e = NULL;
-    TU_CHECK_EQ(kvt_options_create(&o), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_bytes(o, cap_blocks * BB), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_slot_bytes(o, BB), 0);
-    TU_CHECK_EQ(kvt_options_set_hugepages(o, KVT_HUGEPAGES_OFF), 0);
-    TU_CHECK_EQ(kvt_engine_open(o, &e), 0);
-    kvt_options_destroy(o);
-    return e;
-}
-
-static kvt_stats stats(kvt_engine *e)
-{
-    kvt_stats s;
-    memset(&s, 0, sizeof s);
-    TU_CHECK_EQ(kvt_engine_stats(e, &s, sizeof s), 0);
-    return s;
-}
-
-static void fill_tokens(uint32_t *t, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        t[i] = (uint32_t)tu_next(&rng);
-}
+static kvt_engine *open_engine(uint64_t blocks) { return tu_dram_engine(blocks * BB, BB); }
 
 /* Reference block keys: XXH3-64 of the block's tokens (little-endian u32) seeded with the
  * previous block's key, 0 for the first. */
@@ -142,12 +107,12 @@ static void test_basic(void)
 
     /* NBX blocks of tokens plus a partial trailing block of 3 tokens. */
     uint32_t tok[NBX * BT + 3];
-    fill_tokens(tok, NBX * BT + 3);
+    tu_fill_tokens(&rng, tok, NBX * BT + 3);
     static unsigned char data[NBX][BB], data2[NBX][BB];
     tu_fill(&rng, data, sizeof data);
     tu_fill(&rng, data2, sizeof data2);
 
-    kvt_stats s0 = stats(e);
+    kvt_stats s0 = tu_stats(e);
     TU_CHECK_EQ(s0.blocks_cached, 0);
     TU_CHECK_EQ(s0.namespaces, 1);
     TU_CHECK_EQ(s0.dram_capacity, 64 * BB);
@@ -157,7 +122,7 @@ static void test_basic(void)
     size_t stored = 99, matched = 99;
     TU_CHECK_EQ(kvt_put(ns, tok, NB * BT + 3, p, &stored), 0);
     TU_CHECK_EQ(stored, NB);
-    kvt_stats s1 = stats(e);
+    kvt_stats s1 = tu_stats(e);
     TU_CHECK_EQ(s1.puts, 1);
     TU_CHECK_EQ(s1.blocks_stored, NB);
     TU_CHECK_EQ(s1.bytes_written, (uint64_t)NB * BB);
@@ -175,7 +140,7 @@ static void test_basic(void)
             exit(1);
         }
     }
-    kvt_stats s2 = stats(e);
+    kvt_stats s2 = tu_stats(e);
     TU_CHECK_EQ(s2.lookups, 0);
     TU_CHECK_EQ(s2.leases_open, 0);
     TU_CHECK_EQ(s2.bytes_read, 0);
@@ -187,14 +152,14 @@ static void test_basic(void)
     TU_CHECK(lease != NULL);
     TU_CHECK_EQ(kvt_lease_blocks(lease), NB);
     TU_CHECK_EQ(kvt_lease_tokens(lease), NB * BT);
-    kvt_stats s3 = stats(e);
+    kvt_stats s3 = tu_stats(e);
     TU_CHECK_EQ(s3.lookups, 1);
     TU_CHECK_EQ(s3.lookup_tokens, NB * BT);
     TU_CHECK_EQ(s3.hit_tokens, NB * BT);
     TU_CHECK_EQ(s3.leases_open, 1);
     check_lease_bytes(lease, data, NB);
     /* check_lease_bytes reads each block 3 times. */
-    TU_CHECK_EQ(stats(e).bytes_read, 3ull * NB * BB);
+    TU_CHECK_EQ(tu_stats(e).bytes_read, 3ull * NB * BB);
 
     /* Keys: kvt_block_keys == the lease's keys == a chained XXH3. */
     uint64_t want_keys[NBX], keys[NBX];
@@ -220,7 +185,7 @@ static void test_basic(void)
     TU_CHECK_EQ(few[1], want_keys[1]);
     TU_CHECK_EQ(few[2], 0xdeadbeefull);
     kvt_release(lease);
-    TU_CHECK_EQ(stats(e).leases_open, 0);
+    TU_CHECK_EQ(tu_stats(e).leases_open, 0);
 
     /* A shorter query: a lease on its first blocks only. */
     TU_CHECK_EQ(kvt_match(ns, tok, 7 * BT + 2, &matched, &lease), 0);
@@ -238,10 +203,10 @@ static void test_basic(void)
     for (size_t i = NB; i < NBX; i++)
         memcpy(data2[i], data[i], BB); /* what must end up cached */
     tu_fill(&rng, data2, NB * BB);      /* different bytes for the cached blocks */
-    kvt_stats s4 = stats(e);
+    kvt_stats s4 = tu_stats(e);
     TU_CHECK_EQ(kvt_put(ns, tok, NBX * BT + 3, p2, &stored), 0);
     TU_CHECK_EQ(stored, NBX - NB);
-    kvt_stats s5 = stats(e);
+    kvt_stats s5 = tu_stats(e);
     TU_CHECK_EQ(s5.puts, s4.puts + 1);
     TU_CHECK_EQ(s5.blocks_stored, s4.blocks_stored + (NBX - NB));
     TU_CHECK_EQ(s5.bytes_written, s4.bytes_written + (uint64_t)(NBX - NB) * BB);
@@ -258,10 +223,10 @@ static void test_basic(void)
     kvt_release(lease);
 
     /* Putting it all again stores nothing and writes nothing. */
-    kvt_stats s6 = stats(e);
+    kvt_stats s6 = tu_stats(e);
     TU_CHECK_EQ(kvt_put(ns, tok, NBX * BT, p2, &stored), 0);
     TU_CHECK_EQ(stored, 0);
-    kvt_stats s7 = stats(e);
+    kvt_stats s7 = tu_stats(e);
     TU_CHECK_EQ(s7.puts, s6.puts + 1);
     TU_CHECK_EQ(s7.blocks_stored, s6.blocks_stored);
     TU_CHECK_EQ(s7.bytes_written, s6.bytes_written);
@@ -311,7 +276,7 @@ static void test_basic(void)
     TU_CHECK_EQ(kvt_match(ns, tok + BT, (NBX - 1) * BT, &matched, NULL), 0);
     TU_CHECK_EQ(matched, 0);
 
-    kvt_stats s8 = stats(e);
+    kvt_stats s8 = tu_stats(e);
     TU_CHECK_EQ(s8.lookups, lookups);
     TU_CHECK_EQ(s8.lookup_tokens, asked);
     TU_CHECK_EQ(s8.hit_tokens, hit);
@@ -335,10 +300,10 @@ static void test_measure_only(void)
     tu_fill(&rng, d, sizeof d);
     const void *p[6] = {d[0], d[1], d[2], d[3], d[4], d[5]};
     uint32_t a[2 * BT], b[2 * BT], c[2 * BT], big[4 * BT];
-    fill_tokens(a, 2 * BT);
-    fill_tokens(b, 2 * BT);
-    fill_tokens(c, 2 * BT);
-    fill_tokens(big, 4 * BT);
+    tu_fill_tokens(&rng, a, 2 * BT);
+    tu_fill_tokens(&rng, b, 2 * BT);
+    tu_fill_tokens(&rng, c, 2 * BT);
+    tu_fill_tokens(&rng, big, 4 * BT);
     size_t m = 0, stored = 0;
 
     for (int with_lease = 0; with_lease < 2; with_lease++) {
@@ -359,10 +324,10 @@ static void test_measure_only(void)
             TU_CHECK_EQ(kvt_match(ns, a, 2 * BT, &m, NULL), 0);
             TU_CHECK_EQ(m, 2 * BT);
         }
-        TU_CHECK_EQ(stats(e).leases_open, 0);
+        TU_CHECK_EQ(tu_stats(e).leases_open, 0);
         TU_CHECK_EQ(kvt_put(ns, c, 2 * BT, p + 4, &stored), 0);
         TU_CHECK_EQ(stored, 2);
-        TU_CHECK_EQ(stats(e).blocks_evicted, 2);
+        TU_CHECK_EQ(tu_stats(e).blocks_evicted, 2);
         size_t ma, mb;
         TU_CHECK_EQ(kvt_match(ns, a, 2 * BT, &ma, NULL), 0);
         TU_CHECK_EQ(kvt_match(ns, b, 2 * BT, &mb, NULL), 0);
@@ -380,7 +345,7 @@ static void test_measure_only(void)
         TU_CHECK_EQ(stored, 4);
         TU_CHECK_EQ(kvt_match(ns, c, 2 * BT, &m, NULL), 0);
         TU_CHECK_EQ(m, 0);
-        kvt_stats s = stats(e);
+        kvt_stats s = tu_stats(e);
         TU_CHECK_EQ(s.blocks_cached, 4);
         TU_CHECK_EQ(s.blocks_evicted, 6);
         TU_CHECK_EQ(s.blocks_stored, 10);
@@ -400,20 +365,13 @@ static void test_multislot(void)
                     .block_tokens = 4};
     const uint64_t bb = kvt_layout_block_bytes(&l);
     TU_CHECK_EQ(bb, 840);
-    kvt_options *o = NULL;
-    kvt_engine *e = NULL;
-    TU_CHECK_EQ(kvt_options_create(&o), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_bytes(o, 40 * 256), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_slot_bytes(o, 256), 0);
-    TU_CHECK_EQ(kvt_options_set_hugepages(o, KVT_HUGEPAGES_OFF), 0);
-    TU_CHECK_EQ(kvt_engine_open(o, &e), 0);
-    kvt_options_destroy(o);
+    kvt_engine *e = tu_dram_engine(40 * 256, 256);
     kvt_ns *ns = NULL;
     TU_CHECK_EQ(kvt_ns_open(e, "odd", "t", &l, 0, &ns), 0);
 
     enum { N = 10 }; /* 10 blocks * 4 slots = the whole arena */
     uint32_t tok[N * 4];
-    fill_tokens(tok, N * 4);
+    tu_fill_tokens(&rng, tok, N * 4);
     unsigned char *data = malloc(N * bb), *out = malloc(N * bb);
     TU_CHECK(data && out);
     tu_fill(&rng, data, N * bb);
@@ -423,7 +381,7 @@ static void test_multislot(void)
     size_t stored = 0, m = 0;
     TU_CHECK_EQ(kvt_put(ns, tok, N * 4, p, &stored), 0);
     TU_CHECK_EQ(stored, N);
-    kvt_stats s = stats(e);
+    kvt_stats s = tu_stats(e);
     TU_CHECK_EQ(s.dram_capacity, 40 * 256);
     TU_CHECK_EQ(s.dram_used, 40 * 256);
     TU_CHECK_EQ(s.blocks_cached, N);
@@ -436,10 +394,10 @@ static void test_multislot(void)
     kvt_release(ls);
     /* One more block evicts exactly one block (4 slots). */
     uint32_t t2[4];
-    fill_tokens(t2, 4);
+    tu_fill_tokens(&rng, t2, 4);
     TU_CHECK_EQ(kvt_put(ns, t2, 4, p, &stored), 0);
     TU_CHECK_EQ(stored, 1);
-    s = stats(e);
+    s = tu_stats(e);
     TU_CHECK_EQ(s.blocks_evicted, 1);
     TU_CHECK_EQ(s.blocks_cached, N);
     TU_CHECK_EQ(s.dram_used, 40 * 256);
@@ -564,7 +522,7 @@ static void test_fuzz(void)
         }
         kvt_release(ls);
     }
-    kvt_stats s = stats(e);
+    kvt_stats s = tu_stats(e);
     TU_CHECK_EQ(s.blocks_cached, cached);
     TU_CHECK_EQ(s.blocks_stored, cached);
     TU_CHECK_EQ(s.blocks_evicted, 0);

@@ -18,7 +18,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,125 +28,14 @@
 #include "testutil.h"
 
 #define BT 16u
-#define MAXB 16
 
 static tu_rng rng;
 static char root[512];
 static uint64_t bb;
 
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-    (void)st, (void)flag, (void)f;
-    return remove(p);
-}
+static kvt_layout layout(void) { return tu_layout(2, 2, 64, KVT_DTYPE_FP16, BT); } /* 16 KiB */
 
-static void make_root(const char *name)
-{
-    const char *base = getenv("KVT_TEST_DIR");
-    if (!base)
-        base = "/tmp";
-    mkdir(base, 0755);
-    snprintf(root, sizeof root, "%s/%s.%d", base, name, (int)getpid());
-    nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-    TU_CHECK(mkdir(root, 0755) == 0);
-}
-
-static kvt_layout layout(void)
-{
-    kvt_layout l;
-    memset(&l, 0, sizeof l);
-    l.layers = 2;
-    l.kv_heads = 2;
-    l.head_dim = 64;
-    l.dtype = KVT_DTYPE_FP16;
-    l.block_tokens = BT; /* 16 KiB blocks */
-    return l;
-}
-
-typedef struct prompt {
-    uint32_t tok[MAXB * BT];
-    size_t nb;
-    unsigned char data[MAXB][16384];
-} prompt;
-
-static void gen(prompt *p, size_t nb)
-{
-    p->nb = nb;
-    for (size_t i = 0; i < nb * BT; i++)
-        p->tok[i] = (uint32_t)tu_next(&rng);
-    tu_fill(&rng, p->data, nb * bb);
-}
-
-typedef struct cfg {
-    uint64_t dram_blocks, nvme_bytes, disk_bytes;
-    int pool;
-    uint32_t backpressure_ms;
-} cfg;
-
-static kvt_engine *open_cfg(const char *dir, const cfg *c)
-{
-    kvt_options *o;
-    kvt_engine *e = NULL;
-    TU_CHECK_EQ(kvt_options_create(&o), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_bytes(o, c->dram_blocks * bb), 0);
-    TU_CHECK_EQ(kvt_options_set_hugepages(o, KVT_HUGEPAGES_OFF), 0);
-    TU_CHECK_EQ(kvt_options_set_cuda_pin(o, 0), 0);
-    TU_CHECK_EQ(kvt_options_set_data_dir(o, dir), 0);
-    TU_CHECK_EQ(kvt_options_set_tier(o, KVT_TIER_NVME, NULL, c->nvme_bytes, 0), 0);
-    TU_CHECK_EQ(kvt_options_set_tier(o, KVT_TIER_DISK, NULL, c->disk_bytes, 0), 0);
-    TU_CHECK_EQ(kvt_options_set_io_force_pool(o, c->pool), 0);
-    if (c->backpressure_ms)
-        TU_CHECK_EQ(kvt_options_set_backpressure_ms(o, c->backpressure_ms), 0);
-    int rc = kvt_engine_open(o, &e);
-    if (rc)
-        fprintf(stderr, "kvt_engine_open(%s): %s\n", dir, kvt_strerror(rc));
-    TU_CHECK_EQ(rc, 0);
-    kvt_options_destroy(o);
-    return e;
-}
-
-static int put(kvt_ns *ns, const prompt *p, size_t *stored)
-{
-    const void *ptr[MAXB];
-    for (size_t i = 0; i < p->nb; i++)
-        ptr[i] = p->data[i];
-    return kvt_put(ns, p->tok, p->nb * BT, ptr, stored);
-}
-
-/* Match and read; every block served must be the prompt's own. Returns blocks matched,
- * *rc the read's status (the blocks before a failed one are checked too). */
-static size_t match_read(kvt_ns *ns, const prompt *p, int *rc_out)
-{
-    kvt_lease *l = NULL;
-    size_t m = 0;
-    TU_CHECK_EQ(kvt_match(ns, p->tok, p->nb * BT, &m, &l), 0);
-    size_t nb = m / BT;
-    static unsigned char out[MAXB][16384];
-    int rc = 0;
-    for (size_t i = 0; i < nb; i++) {
-        void *d = out[i];
-        memset(d, 0xee, bb);
-        rc = kvt_read(l, i, 1, &d);
-        if (rc)
-            break;
-        if (memcmp(out[i], p->data[i], bb) != 0) {
-            fprintf(stderr, "block %zu: wrong bytes served\n", i);
-            exit(1);
-        }
-    }
-    kvt_release(l);
-    if (rc_out)
-        *rc_out = rc;
-    return nb;
-}
-
-static kvt_stats stats(kvt_engine *e)
-{
-    kvt_stats s;
-    memset(&s, 0, sizeof s);
-    TU_CHECK_EQ(kvt_engine_stats(e, &s, sizeof s), 0);
-    return s;
-}
+static void gen(tu_prompt *p, size_t nb) { tu_prompt_gen(p, &rng, nb, BT, bb); }
 
 #include "io/io.h"
 
@@ -188,24 +76,25 @@ static void case_corrupt(int disk_only)
 {
     char dir[600], tdir[700];
     snprintf(dir, sizeof dir, "%s/%s", root, disk_only ? "disk" : "nvme");
-    cfg c = {.dram_blocks = 64, .nvme_bytes = disk_only ? 0 : 64 * bb, .disk_bytes = 16 << 20};
+    tu_tier_cfg c = {.dram_bytes = 64 * bb, .nvme_bytes = disk_only ? 0 : 64 * bb,
+                     .disk_bytes = 16 << 20};
     kvt_layout l = layout();
-    static prompt p;
+    static tu_prompt p;
     gen(&p, 6);
-    kvt_engine *e = open_cfg(dir, &c);
+    kvt_engine *e = tu_tier_engine(dir, &c);
     kvt_ns *ns;
     TU_CHECK_EQ(kvt_ns_open(e, "m", "a", &l, 0, &ns), 0);
-    TU_CHECK_EQ(put(ns, &p, NULL), 0);
+    TU_CHECK_EQ(tu_prompt_put(ns, &p, NULL), 0);
     TU_CHECK_EQ(kvt_flush(e), 0);
     TU_CHECK_EQ(kvt_engine_close(e), 0);
     if (disk_only) {
         snprintf(tdir, sizeof tdir, "%s/disk", dir);
-        TU_CHECK(flip(tdir, "seg.", p.data[3], 40)); /* raw record: 40-byte header */
+        TU_CHECK(flip(tdir, "seg.", p.data + 3 * bb, 40)); /* raw record: 40-byte header */
     } else {
         snprintf(tdir, sizeof tdir, "%s/nvme", dir);
-        TU_CHECK(flip(tdir, "slots.", p.data[3], 0));
+        TU_CHECK(flip(tdir, "slots.", p.data + 3 * bb, 0));
     }
-    e = open_cfg(dir, &c);
+    e = tu_tier_engine(dir, &c);
     TU_CHECK_EQ(kvt_ns_open(e, "m", "a", &l, 0, &ns), 0);
     kvt_lease *ls = NULL;
     size_t m = 0;
@@ -216,7 +105,7 @@ static void case_corrupt(int disk_only)
     int rc = kvt_read_contig(ls, 0, 6, out, sizeof out);
     TU_CHECK_EQ(rc, KVT_ECORRUPT);
     TU_CHECK(memcmp(out, p.data, 3 * bb) == 0); /* the blocks before it were copied */
-    TU_CHECK(memcmp(out[3], p.data[3], bb) != 0);
+    TU_CHECK(memcmp(out[3], p.data + 3 * bb, bb) != 0);
     /* asking again does not serve it either */
     void *d = out[3];
     TU_CHECK_EQ(kvt_read(ls, 3, 1, &d), KVT_ECORRUPT);
@@ -225,21 +114,21 @@ static void case_corrupt(int disk_only)
     TU_CHECK_EQ(kvt_match(ns, p.tok, 6 * BT, &m2, NULL), 0);
     TU_CHECK_EQ(m2, 3 * BT);
     kvt_release(ls);
-    kvt_stats s = stats(e);
+    kvt_stats s = tu_stats(e);
     TU_CHECK_EQ(s.checksum_failures, 1);
     TU_CHECK_EQ(s.blocks_dropped_bad, 1);
     TU_CHECK_EQ(s.blocks_cached, 3);
     int r2;
-    TU_CHECK_EQ(match_read(ns, &p, &r2), 3);
+    TU_CHECK_EQ(tu_prompt_match_read(ns, &p, &r2), 3);
     TU_CHECK_EQ(r2, 0);
     /* repaired by a new put, also across a restart */
     size_t st = 0;
-    TU_CHECK_EQ(put(ns, &p, &st), 0);
+    TU_CHECK_EQ(tu_prompt_put(ns, &p, &st), 0);
     TU_CHECK_EQ(st, 3);
     TU_CHECK_EQ(kvt_engine_close(e), 0);
-    e = open_cfg(dir, &c);
+    e = tu_tier_engine(dir, &c);
     TU_CHECK_EQ(kvt_ns_open(e, "m", "a", &l, 0, &ns), 0);
-    TU_CHECK_EQ(match_read(ns, &p, &r2), 6);
+    TU_CHECK_EQ(tu_prompt_match_read(ns, &p, &r2), 6);
     TU_CHECK_EQ(r2, 0);
     TU_CHECK_EQ(kvt_engine_close(e), 0);
     printf("%s corruption: detected, dropped, repaired\n", disk_only ? "disk" : "nvme");
@@ -256,44 +145,44 @@ static void case_eio(void)
 {
     char dir[600];
     snprintf(dir, sizeof dir, "%s/eio", root);
-    cfg c = {.dram_blocks = 64, .nvme_bytes = 64 * bb, .disk_bytes = 16 << 20};
+    tu_tier_cfg c = {.dram_bytes = 64 * bb, .nvme_bytes = 64 * bb, .disk_bytes = 16 << 20};
     kvt_layout l = layout();
-    static prompt p, q, r;
+    static tu_prompt p, q, r;
     gen(&p, 4);
     gen(&q, 4);
     gen(&r, 2);
-    kvt_engine *e = open_cfg(dir, &c);
+    kvt_engine *e = tu_tier_engine(dir, &c);
     kvt_ns *ns;
     TU_CHECK_EQ(kvt_ns_open(e, "m", "a", &l, 0, &ns), 0);
-    TU_CHECK_EQ(put(ns, &p, NULL), 0);
+    TU_CHECK_EQ(tu_prompt_put(ns, &p, NULL), 0);
     TU_CHECK_EQ(kvt_flush(e), 0);
     /* write errors: nvme and disk writes fail, the flush says so, DRAM still serves */
     fail_op = IO_OP_WRITE;
     kvt__engine_set_fault(e, fault, NULL);
-    TU_CHECK_EQ(put(ns, &q, NULL), 0);
+    TU_CHECK_EQ(tu_prompt_put(ns, &q, NULL), 0);
     TU_CHECK_EQ(kvt_flush(e), -EIO);
     int rc;
-    TU_CHECK_EQ(match_read(ns, &q, &rc), 4);
+    TU_CHECK_EQ(tu_prompt_match_read(ns, &q, &rc), 4);
     TU_CHECK_EQ(rc, 0);
-    TU_CHECK(stats(e).wt_failures >= 4);
+    TU_CHECK(tu_stats(e).wt_failures >= 4);
     fail_op = -1;
-    TU_CHECK_EQ(put(ns, &r, NULL), 0);
+    TU_CHECK_EQ(tu_prompt_put(ns, &r, NULL), 0);
     TU_CHECK_EQ(kvt_flush(e), 0);
     TU_CHECK_EQ(kvt_engine_close(e), 0);
 
     /* read errors after a restart: p is on nvme only */
-    e = open_cfg(dir, &c);
+    e = tu_tier_engine(dir, &c);
     TU_CHECK_EQ(kvt_ns_open(e, "m", "a", &l, 0, &ns), 0);
-    TU_CHECK_EQ(match_read(ns, &q, NULL), 0); /* never persisted: gone, not torn */
+    TU_CHECK_EQ(tu_prompt_match_read(ns, &q, NULL), 0); /* never persisted: gone, not torn */
     fail_op = IO_OP_READ;
     kvt__engine_set_fault(e, fault, NULL);
-    TU_CHECK_EQ(match_read(ns, &p, &rc), 4);
+    TU_CHECK_EQ(tu_prompt_match_read(ns, &p, &rc), 4);
     TU_CHECK_EQ(rc, -EIO);
-    TU_CHECK(stats(e).io_errors >= 1);
+    TU_CHECK(tu_stats(e).io_errors >= 1);
     fail_op = -1;
     kvt__engine_set_fault(e, NULL, NULL);
-    TU_CHECK_EQ(match_read(ns, &p, &rc), 0); /* the unreadable block was dropped */
-    TU_CHECK_EQ(match_read(ns, &r, &rc), 2);
+    TU_CHECK_EQ(tu_prompt_match_read(ns, &p, &rc), 0); /* the unreadable block was dropped */
+    TU_CHECK_EQ(tu_prompt_match_read(ns, &r, &rc), 2);
     TU_CHECK_EQ(rc, 0);
     TU_CHECK_EQ(kvt_engine_close(e), 0);
     printf("eio: write and read errors reported, never served\n");
@@ -304,11 +193,11 @@ int main(void)
     tu_rng_init(&rng, tu_seed("test_tier_corrupt", 9));
     kvt_layout l = layout();
     bb = kvt_layout_block_bytes(&l);
-    make_root("tier_corrupt");
+    tu_fresh_dir(root, sizeof root, "tier_corrupt");
     case_corrupt(0);
     case_corrupt(1);
     case_eio();
-    nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    tu_rm_tree(root);
     printf("ok\n");
     return 0;
 }

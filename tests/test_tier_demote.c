@@ -17,7 +17,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,125 +27,14 @@
 #include "testutil.h"
 
 #define BT 16u
-#define MAXB 16
 
 static tu_rng rng;
 static char root[512];
 static uint64_t bb;
 
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-    (void)st, (void)flag, (void)f;
-    return remove(p);
-}
+static kvt_layout layout(void) { return tu_layout(2, 2, 64, KVT_DTYPE_FP16, BT); } /* 16 KiB */
 
-static void make_root(const char *name)
-{
-    const char *base = getenv("KVT_TEST_DIR");
-    if (!base)
-        base = "/tmp";
-    mkdir(base, 0755);
-    snprintf(root, sizeof root, "%s/%s.%d", base, name, (int)getpid());
-    nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-    TU_CHECK(mkdir(root, 0755) == 0);
-}
-
-static kvt_layout layout(void)
-{
-    kvt_layout l;
-    memset(&l, 0, sizeof l);
-    l.layers = 2;
-    l.kv_heads = 2;
-    l.head_dim = 64;
-    l.dtype = KVT_DTYPE_FP16;
-    l.block_tokens = BT; /* 16 KiB blocks */
-    return l;
-}
-
-typedef struct prompt {
-    uint32_t tok[MAXB * BT];
-    size_t nb;
-    unsigned char data[MAXB][16384];
-} prompt;
-
-static void gen(prompt *p, size_t nb)
-{
-    p->nb = nb;
-    for (size_t i = 0; i < nb * BT; i++)
-        p->tok[i] = (uint32_t)tu_next(&rng);
-    tu_fill(&rng, p->data, nb * bb);
-}
-
-typedef struct cfg {
-    uint64_t dram_blocks, nvme_bytes, disk_bytes;
-    int pool;
-    uint32_t backpressure_ms;
-} cfg;
-
-static kvt_engine *open_cfg(const char *dir, const cfg *c)
-{
-    kvt_options *o;
-    kvt_engine *e = NULL;
-    TU_CHECK_EQ(kvt_options_create(&o), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_bytes(o, c->dram_blocks * bb), 0);
-    TU_CHECK_EQ(kvt_options_set_hugepages(o, KVT_HUGEPAGES_OFF), 0);
-    TU_CHECK_EQ(kvt_options_set_cuda_pin(o, 0), 0);
-    TU_CHECK_EQ(kvt_options_set_data_dir(o, dir), 0);
-    TU_CHECK_EQ(kvt_options_set_tier(o, KVT_TIER_NVME, NULL, c->nvme_bytes, 0), 0);
-    TU_CHECK_EQ(kvt_options_set_tier(o, KVT_TIER_DISK, NULL, c->disk_bytes, 0), 0);
-    TU_CHECK_EQ(kvt_options_set_io_force_pool(o, c->pool), 0);
-    if (c->backpressure_ms)
-        TU_CHECK_EQ(kvt_options_set_backpressure_ms(o, c->backpressure_ms), 0);
-    int rc = kvt_engine_open(o, &e);
-    if (rc)
-        fprintf(stderr, "kvt_engine_open(%s): %s\n", dir, kvt_strerror(rc));
-    TU_CHECK_EQ(rc, 0);
-    kvt_options_destroy(o);
-    return e;
-}
-
-static int put(kvt_ns *ns, const prompt *p, size_t *stored)
-{
-    const void *ptr[MAXB];
-    for (size_t i = 0; i < p->nb; i++)
-        ptr[i] = p->data[i];
-    return kvt_put(ns, p->tok, p->nb * BT, ptr, stored);
-}
-
-/* Match and read; every block served must be the prompt's own. Returns blocks matched,
- * *rc the read's status (the blocks before a failed one are checked too). */
-static size_t match_read(kvt_ns *ns, const prompt *p, int *rc_out)
-{
-    kvt_lease *l = NULL;
-    size_t m = 0;
-    TU_CHECK_EQ(kvt_match(ns, p->tok, p->nb * BT, &m, &l), 0);
-    size_t nb = m / BT;
-    static unsigned char out[MAXB][16384];
-    int rc = 0;
-    for (size_t i = 0; i < nb; i++) {
-        void *d = out[i];
-        memset(d, 0xee, bb);
-        rc = kvt_read(l, i, 1, &d);
-        if (rc)
-            break;
-        if (memcmp(out[i], p->data[i], bb) != 0) {
-            fprintf(stderr, "block %zu: wrong bytes served\n", i);
-            exit(1);
-        }
-    }
-    kvt_release(l);
-    if (rc_out)
-        *rc_out = rc;
-    return nb;
-}
-
-static kvt_stats stats(kvt_engine *e)
-{
-    kvt_stats s;
-    memset(&s, 0, sizeof s);
-    TU_CHECK_EQ(kvt_engine_stats(e, &s, sizeof s), 0);
-    return s;
-}
+static void gen(tu_prompt *p, size_t nb) { tu_prompt_gen(p, &rng, nb, BT, bb); }
 
 #define NP 60
 
@@ -161,14 +49,14 @@ static void check(kvt_engine *e, const char *where)
     }
 }
 
-static prompt P[NP];
+static tu_prompt P[NP];
 
 static void case_chain(void)
 {
     char dir[600];
     snprintf(dir, sizeof dir, "%s/chain", root);
-    cfg c = {.dram_blocks = 8, .nvme_bytes = 24 * bb, .disk_bytes = 64ull << 20};
-    kvt_engine *e = open_cfg(dir, &c);
+    tu_tier_cfg c = {.dram_bytes = 8 * bb, .nvme_bytes = 24 * bb, .disk_bytes = 64ull << 20};
+    kvt_engine *e = tu_tier_engine(dir, &c);
     kvt_layout l = layout();
     kvt_ns *ns;
     TU_CHECK_EQ(kvt_ns_open(e, "m", "a", &l, 0, &ns), 0);
@@ -176,22 +64,22 @@ static void case_chain(void)
     for (int i = 0; i < NP; i++) {
         gen(&P[i], 1 + tu_below(&rng, 6));
         size_t st = 0;
-        TU_CHECK_EQ(put(ns, &P[i], &st), 0);
+        TU_CHECK_EQ(tu_prompt_put(ns, &P[i], &st), 0);
         TU_CHECK_EQ(st, P[i].nb);
         total += st;
         check(e, "chain put");
         int rc;
-        TU_CHECK_EQ(match_read(ns, &P[i], &rc), P[i].nb);
+        TU_CHECK_EQ(tu_prompt_match_read(ns, &P[i], &rc), P[i].nb);
         TU_CHECK_EQ(rc, 0);
         check(e, "chain read");
     }
     TU_CHECK_EQ(kvt_flush(e), 0);
     for (int i = 0; i < NP; i++) {
         int rc;
-        TU_CHECK_EQ(match_read(ns, &P[i], &rc), P[i].nb);
+        TU_CHECK_EQ(tu_prompt_match_read(ns, &P[i], &rc), P[i].nb);
         TU_CHECK_EQ(rc, 0);
     }
-    kvt_stats s = stats(e);
+    kvt_stats s = tu_stats(e);
     printf("chain: %zu blocks, demotions %llu, nvme %llu, disk %llu, evicted %llu\n", total,
            (unsigned long long)s.demotions, (unsigned long long)s.tier_blocks[KVT_TIER_NVME],
            (unsigned long long)s.tier_blocks[KVT_TIER_DISK],
@@ -207,12 +95,12 @@ static void case_chain(void)
     TU_CHECK_EQ(s.checksum_failures, 0);
     TU_CHECK_EQ(kvt_engine_close(e), 0);
     /* and all of it survives a restart */
-    e = open_cfg(dir, &c);
+    e = tu_tier_engine(dir, &c);
     TU_CHECK_EQ(kvt_ns_open(e, "m", "a", &l, 0, &ns), 0);
-    TU_CHECK_EQ(stats(e).blocks_cached, total);
+    TU_CHECK_EQ(tu_stats(e).blocks_cached, total);
     for (int i = 0; i < NP; i++) {
         int rc;
-        TU_CHECK_EQ(match_read(ns, &P[i], &rc), P[i].nb);
+        TU_CHECK_EQ(tu_prompt_match_read(ns, &P[i], &rc), P[i].nb);
         TU_CHECK_EQ(rc, 0);
     }
     TU_CHECK_EQ(kvt_engine_close(e), 0);
@@ -223,8 +111,8 @@ static void case_full(const char *name, uint64_t nvme, uint64_t disk)
 {
     char dir[600];
     snprintf(dir, sizeof dir, "%s/%s", root, name);
-    cfg c = {.dram_blocks = 8, .nvme_bytes = nvme, .disk_bytes = disk};
-    kvt_engine *e = open_cfg(dir, &c);
+    tu_tier_cfg c = {.dram_bytes = 8 * bb, .nvme_bytes = nvme, .disk_bytes = disk};
+    kvt_engine *e = tu_tier_engine(dir, &c);
     kvt_layout l = layout();
     kvt_ns *ns;
     TU_CHECK_EQ(kvt_ns_open(e, "m", "a", &l, 0, &ns), 0);
@@ -232,7 +120,7 @@ static void case_full(const char *name, uint64_t nvme, uint64_t disk)
     for (int i = 0; i < NP; i++) {
         gen(&P[i], 1 + tu_below(&rng, 6));
         size_t st = 0;
-        TU_CHECK_EQ(put(ns, &P[i], &st), 0);
+        TU_CHECK_EQ(tu_prompt_put(ns, &P[i], &st), 0);
         TU_CHECK_EQ(st, P[i].nb);
         total += st;
         if (i % 5 == 4) {
@@ -246,13 +134,13 @@ static void case_full(const char *name, uint64_t nvme, uint64_t disk)
     size_t full = 0, part = 0, none = 0;
     for (int i = 0; i < NP; i++) {
         int rc;
-        size_t m = match_read(ns, &P[i], &rc);
+        size_t m = tu_prompt_match_read(ns, &P[i], &rc);
         TU_CHECK_EQ(rc, 0);
         full += m == P[i].nb;
         part += m && m < P[i].nb;
         none += m == 0;
     }
-    kvt_stats s = stats(e);
+    kvt_stats s = tu_stats(e);
     printf("%s: %zu blocks put, %llu cached (nvme %llu, disk %llu), evicted %llu; prompts "
            "full %zu partial %zu gone %zu\n",
            name, total, (unsigned long long)s.blocks_cached,
@@ -265,28 +153,28 @@ static void case_full(const char *name, uint64_t nvme, uint64_t disk)
     TU_CHECK(s.tier_used[KVT_TIER_NVME] <= s.tier_capacity[KVT_TIER_NVME]);
     TU_CHECK(s.tier_used[KVT_TIER_DISK] <= s.tier_capacity[KVT_TIER_DISK]);
     /* keeps serving */
-    prompt *q = &P[0];
+    tu_prompt *q = &P[0];
     gen(q, 3);
-    TU_CHECK_EQ(put(ns, q, NULL), 0);
+    TU_CHECK_EQ(tu_prompt_put(ns, q, NULL), 0);
     int qrc = kvt_flush(e);
     TU_CHECK(qrc == 0 || qrc == -ENOSPC);
-    TU_CHECK_EQ(match_read(ns, q, NULL), 3);
+    TU_CHECK_EQ(tu_prompt_match_read(ns, q, NULL), 3);
     frc = kvt_engine_close(e);
     TU_CHECK(frc == 0 || frc == -ENOSPC);
     frc |= qrc;
     /* whatever is cached after a restart reads back right */
-    e = open_cfg(dir, &c);
+    e = tu_tier_engine(dir, &c);
     TU_CHECK_EQ(kvt_ns_open(e, "m", "a", &l, 0, &ns), 0);
     printf("%s: after restart %llu blocks, %llu records dropped\n", name,
-           (unsigned long long)stats(e).blocks_cached,
-           (unsigned long long)stats(e).restore_dropped);
+           (unsigned long long)tu_stats(e).blocks_cached,
+           (unsigned long long)tu_stats(e).restore_dropped);
     for (int i = 1; i < NP; i++) {
         int rc;
-        match_read(ns, &P[i], &rc);
+        tu_prompt_match_read(ns, &P[i], &rc);
         TU_CHECK_EQ(rc, 0);
     }
     if (frc == 0) /* q was acknowledged durable by the close */
-        TU_CHECK_EQ(match_read(ns, q, NULL), 3);
+        TU_CHECK_EQ(tu_prompt_match_read(ns, q, NULL), 3);
     TU_CHECK_EQ(kvt_engine_close(e), 0);
 }
 
@@ -294,8 +182,8 @@ static void case_tenants(void)
 {
     char dir[600];
     snprintf(dir, sizeof dir, "%s/tenants", root);
-    cfg c = {.dram_blocks = 8, .nvme_bytes = 32 * bb, .disk_bytes = 0};
-    kvt_engine *e = open_cfg(dir, &c);
+    tu_tier_cfg c = {.dram_bytes = 8 * bb, .nvme_bytes = 32 * bb, .disk_bytes = 0};
+    kvt_engine *e = tu_tier_engine(dir, &c);
     kvt_layout l = layout();
     kvt_ns *a, *b;
     TU_CHECK_EQ(kvt_ns_open(e, "m", "A", &l, 0, &a), 0);
@@ -304,23 +192,23 @@ static void case_tenants(void)
     TU_CHECK_EQ(kvt_tenant_set_quota(e, "B", KVT_TIER_NVME, 16 * bb), 0);
     TU_CHECK_EQ(kvt_tenant_set_quota(e, "A", KVT_TIER_DRAM, 4 * bb), 0);
     TU_CHECK_EQ(kvt_tenant_set_quota(e, "B", KVT_TIER_DRAM, 4 * bb), 0);
-    static prompt A[4];
+    static tu_prompt A[4];
     for (int i = 0; i < 4; i++) { /* 16 blocks: A's whole quota */
         gen(&A[i], 4);
-        TU_CHECK_EQ(put(a, &A[i], NULL), 0);
+        TU_CHECK_EQ(tu_prompt_put(a, &A[i], NULL), 0);
     }
     TU_CHECK_EQ(kvt_flush(e), 0);
     for (int i = 0; i < 40; i++) { /* B overflows its own quota many times */
         gen(&P[i], 4);
-        TU_CHECK_EQ(put(b, &P[i], NULL), 0);
+        TU_CHECK_EQ(tu_prompt_put(b, &P[i], NULL), 0);
     }
     TU_CHECK_EQ(kvt_flush(e), 0);
     for (int i = 0; i < 4; i++) {
         int rc;
-        TU_CHECK_EQ(match_read(a, &A[i], &rc), 4);
+        TU_CHECK_EQ(tu_prompt_match_read(a, &A[i], &rc), 4);
         TU_CHECK_EQ(rc, 0);
     }
-    kvt_stats s = stats(e);
+    kvt_stats s = tu_stats(e);
     printf("tenants: B evicted %llu of its own blocks, A intact\n",
            (unsigned long long)s.blocks_evicted);
     TU_CHECK(s.blocks_evicted > 0); /* B's own */
@@ -332,12 +220,12 @@ int main(void)
     tu_rng_init(&rng, tu_seed("test_tier_demote", 5));
     kvt_layout l = layout();
     bb = kvt_layout_block_bytes(&l);
-    make_root("tier_demote");
+    tu_fresh_dir(root, sizeof root, "tier_demote");
     case_chain();
     case_full("nvme_full", 24 * bb, 0);
     case_full("disk_full", 0, 1 << 20);
     case_tenants();
-    nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    tu_rm_tree(root);
     printf("ok\n");
     return 0;
 }

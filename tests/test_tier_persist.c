@@ -13,7 +13,6 @@
  * read from nvme breaks.
  */
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,34 +29,8 @@
 static tu_rng rng;
 static char root[512];
 
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-    (void)st, (void)flag, (void)f;
-    return remove(p);
-}
-
-static void make_root(const char *name)
-{
-    const char *base = getenv("KVT_TEST_DIR");
-    if (!base)
-        base = "/tmp";
-    mkdir(base, 0755);
-    snprintf(root, sizeof root, "%s/%s.%d", base, name, (int)getpid());
-    nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-    TU_CHECK(mkdir(root, 0755) == 0);
-}
-
-static kvt_layout layout(void)
-{
-    kvt_layout l;
-    memset(&l, 0, sizeof l);
-    l.layers = 2;
-    l.kv_heads = 2;
-    l.head_dim = 64;
-    l.dtype = KVT_DTYPE_FP16;
-    l.block_tokens = BT; /* 2*2*16*2*64*2 = 16 KiB per block */
-    return l;
-}
+/* 2*2*16*2*64*2 = 16 KiB per block */
+static kvt_layout layout(void) { return tu_layout(2, 2, 64, KVT_DTYPE_FP16, BT); }
 
 typedef struct prompt {
     uint32_t tok[MAXB * BT];
@@ -70,21 +43,9 @@ static uint64_t bb;
 
 static kvt_engine *open_engine(const char *dir, int pool, uint64_t dram_blocks)
 {
-    kvt_options *o;
-    kvt_engine *e = NULL;
-    TU_CHECK_EQ(kvt_options_create(&o), 0);
-    TU_CHECK_EQ(kvt_options_set_dram_bytes(o, dram_blocks * bb), 0);
-    TU_CHECK_EQ(kvt_options_set_hugepages(o, KVT_HUGEPAGES_OFF), 0);
-    TU_CHECK_EQ(kvt_options_set_data_dir(o, dir), 0);
-    TU_CHECK_EQ(kvt_options_set_tier(o, KVT_TIER_NVME, NULL, 4096 * bb, 0), 0);
-    TU_CHECK_EQ(kvt_options_set_tier(o, KVT_TIER_DISK, NULL, 64ull << 20, 0), 0);
-    TU_CHECK_EQ(kvt_options_set_io_force_pool(o, pool), 0);
-    int rc = kvt_engine_open(o, &e);
-    if (rc)
-        fprintf(stderr, "kvt_engine_open: %s\n", kvt_strerror(rc));
-    TU_CHECK_EQ(rc, 0);
-    kvt_options_destroy(o);
-    return e;
+    tu_tier_cfg c = {.dram_bytes = dram_blocks * bb, .nvme_bytes = 4096 * bb,
+                     .disk_bytes = 64ull << 20, .pool = pool, .cuda_pin = 1};
+    return tu_tier_engine(dir, &c);
 }
 
 static void gen(prompt *p, const prompt *share)
@@ -152,14 +113,6 @@ static void verify(kvt_ns *ns, const prompt *p, int keys, unsigned tiers[4])
     kvt_release(l);
 }
 
-static kvt_stats stats(kvt_engine *e)
-{
-    kvt_stats s;
-    memset(&s, 0, sizeof s);
-    TU_CHECK_EQ(kvt_engine_stats(e, &s, sizeof s), 0);
-    return s;
-}
-
 static void run(int pool, int explicit_flush)
 {
     char dir[600];
@@ -167,7 +120,7 @@ static void run(int pool, int explicit_flush)
     kvt_layout l = layout();
     static prompt P[2][NP], K[NP];
     kvt_engine *e = open_engine(dir, pool, 4096);
-    kvt_stats s = stats(e);
+    kvt_stats s = tu_stats(e);
     TU_CHECK_EQ(s.persistent, 1);
     TU_CHECK_EQ(s.namespaces, 0);
     if (pool)
@@ -189,10 +142,10 @@ static void run(int pool, int explicit_flush)
         gen(&K[i], i ? &K[tu_below(&rng, (uint64_t)i)] : NULL);
         put(nk, &K[i], 1);
     }
-    uint64_t cached = stats(e).blocks_cached;
+    uint64_t cached = tu_stats(e).blocks_cached;
     if (explicit_flush) {
         TU_CHECK_EQ(kvt_flush(e), 0);
-        s = stats(e);
+        s = tu_stats(e);
         TU_CHECK_EQ(s.unpersisted_blocks, 0);
         TU_CHECK_EQ(s.persisted_blocks, cached);
         TU_CHECK_EQ(s.tier_blocks[KVT_TIER_NVME], cached);
@@ -203,7 +156,7 @@ static void run(int pool, int explicit_flush)
 
     /* warm restart */
     e = open_engine(dir, pool, 4096);
-    s = stats(e);
+    s = tu_stats(e);
     TU_CHECK_EQ(s.namespaces, 3);
     TU_CHECK_EQ(s.blocks_cached, cached);
     TU_CHECK_EQ(s.restored_blocks, cached);
@@ -225,7 +178,7 @@ static void run(int pool, int explicit_flush)
     for (int i = 0; i < NP; i++)
         verify(nk2, &K[i], 1, tiers);
     TU_CHECK(tiers[KVT_TIER_NVME] > 0); /* the first touch of each block came from nvme */
-    s = stats(e);
+    s = tu_stats(e);
     TU_CHECK_EQ(s.checksum_failures, 0);
     TU_CHECK(s.tier_reads[KVT_TIER_NVME] == cached);
     TU_CHECK(s.promotions == cached);
@@ -253,11 +206,11 @@ int main(void)
     tu_rng_init(&rng, tu_seed("test_tier_persist", 3));
     kvt_layout l = layout();
     bb = kvt_layout_block_bytes(&l);
-    make_root("tier_persist");
+    tu_fresh_dir(root, sizeof root, "tier_persist");
     run(0, 1);
     run(1, 1);
     run(0, 0);
-    nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    tu_rm_tree(root);
     printf("ok\n");
     return 0;
 }

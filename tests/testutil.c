@@ -1,7 +1,12 @@
 /* testutil.c — see testutil.h. */
 #include "testutil.h"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 uint64_t tu_seed(const char *prog, uint64_t fallback)
 {
@@ -56,4 +61,169 @@ void tu_fill(tu_rng *r, void *p, size_t n)
         uint64_t v = tu_next(r);
         memcpy(b, &v, n);
     }
+}
+
+void tu_fill_tokens(tu_rng *r, uint32_t *tok, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        tok[i] = (uint32_t)tu_next(r);
+}
+
+/* ---------------------------------------------------------------- scratch directories */
+
+void tu_test_dir(char *out, size_t cap, const char *name)
+{
+    const char *base = getenv("KVT_TEST_DIR");
+    if (!base || !*base)
+        base = "/tmp";
+    mkdir(base, 0755);
+    snprintf(out, cap, "%s/%s.%d", base, name, (int)getpid());
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+    (void)st, (void)flag, (void)f;
+    return remove(p);
+}
+
+int tu_rm_tree(const char *path) { return nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
+
+void tu_fresh_dir(char *out, size_t cap, const char *name)
+{
+    tu_test_dir(out, cap, name);
+    tu_rm_tree(out);
+    TU_CHECK(mkdir(out, 0755) == 0);
+}
+
+void tu_wipe_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            unlinkat(dirfd(d), e->d_name, 0);
+    closedir(d);
+}
+
+/* ---------------------------------------------------------------- engines */
+
+kvt_layout tu_layout(uint32_t layers, uint32_t kv_heads, uint32_t head_dim, kvt_dtype dtype,
+                     uint32_t block_tokens)
+{
+    kvt_layout l;
+    memset(&l, 0, sizeof l);
+    l.layers = layers;
+    l.kv_heads = kv_heads;
+    l.head_dim = head_dim;
+    l.dtype = dtype;
+    l.block_tokens = block_tokens;
+    return l;
+}
+
+kvt_options *tu_dram_options(uint64_t dram_bytes, uint64_t slot_bytes)
+{
+    kvt_options *o = NULL;
+    TU_CHECK_EQ(kvt_options_create(&o), 0);
+    TU_CHECK_EQ(kvt_options_set_dram_bytes(o, dram_bytes), 0);
+    if (slot_bytes)
+        TU_CHECK_EQ(kvt_options_set_dram_slot_bytes(o, slot_bytes), 0);
+    TU_CHECK_EQ(kvt_options_set_hugepages(o, KVT_HUGEPAGES_OFF), 0);
+    return o;
+}
+
+kvt_engine *tu_open_engine(kvt_options *o, const char *what)
+{
+    kvt_engine *e = NULL;
+    int rc = kvt_engine_open(o, &e);
+    if (rc)
+        fprintf(stderr, "kvt_engine_open(%s): %s\n", what, kvt_strerror(rc));
+    TU_CHECK_EQ(rc, 0);
+    TU_CHECK(e != NULL);
+    kvt_options_destroy(o);
+    return e;
+}
+
+kvt_engine *tu_dram_engine(uint64_t dram_bytes, uint64_t slot_bytes)
+{
+    return tu_open_engine(tu_dram_options(dram_bytes, slot_bytes), "dram");
+}
+
+kvt_stats tu_stats(kvt_engine *e)
+{
+    kvt_stats s;
+    memset(&s, 0, sizeof s);
+    TU_CHECK_EQ(kvt_engine_stats(e, &s, sizeof s), 0);
+    return s;
+}
+
+kvt_options *tu_tier_options(const char *dir, const tu_tier_cfg *c)
+{
+    kvt_options *o = tu_dram_options(c->dram_bytes, 0);
+    TU_CHECK_EQ(kvt_options_set_cuda_pin(o, c->cuda_pin), 0);
+    TU_CHECK_EQ(kvt_options_set_data_dir(o, dir), 0);
+    TU_CHECK_EQ(kvt_options_set_tier(o, KVT_TIER_NVME, NULL, c->nvme_bytes, 0), 0);
+    TU_CHECK_EQ(kvt_options_set_tier(o, KVT_TIER_DISK, NULL, c->disk_bytes, 0), 0);
+    TU_CHECK_EQ(kvt_options_set_io_force_pool(o, c->pool), 0);
+    if (c->backpressure_ms)
+        TU_CHECK_EQ(kvt_options_set_backpressure_ms(o, c->backpressure_ms), 0);
+    return o;
+}
+
+kvt_engine *tu_tier_engine(const char *dir, const tu_tier_cfg *c)
+{
+    return tu_open_engine(tu_tier_options(dir, c), dir);
+}
+
+/* ---------------------------------------------------------------- prompts */
+
+void tu_prompt_gen(tu_prompt *p, tu_rng *r, size_t nb, size_t bt, size_t bb)
+{
+    p->nb = nb;
+    p->bt = bt;
+    p->bb = bb;
+    p->tok = realloc(p->tok, (nb * bt + 1) * sizeof *p->tok);
+    p->data = realloc(p->data, nb * bb + 1);
+    TU_CHECK(p->tok && p->data);
+    tu_fill_tokens(r, p->tok, nb * bt);
+    tu_fill(r, p->data, nb * bb);
+}
+
+int tu_prompt_put(kvt_ns *ns, const tu_prompt *p, size_t *stored)
+{
+    const void **ptr = malloc((p->nb ? p->nb : 1) * sizeof *ptr);
+    TU_CHECK(ptr);
+    for (size_t i = 0; i < p->nb; i++)
+        ptr[i] = p->data + i * p->bb;
+    int rc = kvt_put(ns, p->tok, p->nb * p->bt, ptr, stored);
+    free(ptr);
+    return rc;
+}
+
+size_t tu_prompt_match_read(kvt_ns *ns, const tu_prompt *p, int *rc_out)
+{
+    kvt_lease *l = NULL;
+    size_t m = 0;
+    TU_CHECK_EQ(kvt_match(ns, p->tok, p->nb * p->bt, &m, &l), 0);
+    size_t nb = m / p->bt;
+    unsigned char *out = malloc(p->bb ? p->bb : 1);
+    TU_CHECK(out);
+    int rc = 0;
+    for (size_t i = 0; i < nb; i++) {
+        void *d = out;
+        memset(out, 0xee, p->bb);
+        rc = kvt_read(l, i, 1, &d);
+        if (rc)
+            break;
+        if (memcmp(out, p->data + i * p->bb, p->bb) != 0) {
+            fprintf(stderr, "block %zu: wrong bytes served\n", i);
+            exit(1);
+        }
+    }
+    free(out);
+    kvt_release(l);
+    if (rc_out)
+        *rc_out = rc;
+    return nb;
 }

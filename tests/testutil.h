@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "kvtier/kvtier.h"
+
 #define TU_CHECK(c)                                                                        \
     do {                                                                                   \
         if (!(c)) {                                                                        \
@@ -49,5 +51,60 @@ uint64_t tu_next(tu_rng *r);           /* xoshiro256** */
 uint64_t tu_below(tu_rng *r, uint64_t n); /* uniform in [0, n), n > 0 */
 /* Fill n bytes with random data (never all zeros for n >= 8). */
 void tu_fill(tu_rng *r, void *p, size_t n);
+/* Fill n tokens with random 32-bit values (the low halves of n tu_next draws). */
+void tu_fill_tokens(tu_rng *r, uint32_t *tok, size_t n);
+
+/* ---------------------------------------------------------------- scratch directories */
+
+/* out = "$KVT_TEST_DIR/<name>.<pid>" ("/tmp" when unset or empty); creates the base, not out. */
+void tu_test_dir(char *out, size_t cap, const char *name);
+/* tu_test_dir, then remove any old tree there and create out afresh (checked). */
+void tu_fresh_dir(char *out, size_t cap, const char *name);
+/* Remove path and everything below it (nftw, links not followed); 0 on success. */
+int tu_rm_tree(const char *path);
+/* Unlink every entry of a flat directory whose name does not begin with '.'; keeps dir. */
+void tu_wipe_dir(const char *dir);
+
+/* ---------------------------------------------------------------- engines */
+
+/* A layout from its five fields (everything else zero). */
+kvt_layout tu_layout(uint32_t layers, uint32_t kv_heads, uint32_t head_dim, kvt_dtype dtype,
+                     uint32_t block_tokens);
+/* Options for a DRAM-only engine: dram_bytes, slot_bytes (0: the default), hugepages off. */
+kvt_options *tu_dram_options(uint64_t dram_bytes, uint64_t slot_bytes);
+/* Open an engine from o (checked; on failure prints `what` and the error), destroy o. */
+kvt_engine *tu_open_engine(kvt_options *o, const char *what);
+/* tu_open_engine(tu_dram_options(dram_bytes, slot_bytes), "dram"). */
+kvt_engine *tu_dram_engine(uint64_t dram_bytes, uint64_t slot_bytes);
+/* The engine's stats (checked). */
+kvt_stats tu_stats(kvt_engine *e);
+
+/* A tiered engine's settings: capacities in bytes; a zero tier is off. */
+typedef struct tu_tier_cfg {
+    uint64_t dram_bytes, nvme_bytes, disk_bytes;
+    int pool;                 /* kvt_options_set_io_force_pool */
+    uint32_t backpressure_ms; /* 0: the default */
+    int cuda_pin;             /* kvt_options_set_cuda_pin (0: off, the usual in tests) */
+} tu_tier_cfg;
+/* Options for an engine on data directory dir with c's tiers (hugepages off). */
+kvt_options *tu_tier_options(const char *dir, const tu_tier_cfg *c);
+/* tu_open_engine(tu_tier_options(dir, c), dir). */
+kvt_engine *tu_tier_engine(const char *dir, const tu_tier_cfg *c);
+
+/* ---------------------------------------------------------------- prompts */
+
+/* nb blocks of bt tokens and bb bytes each, in heap buffers that tu_prompt_gen reuses. */
+typedef struct tu_prompt {
+    size_t nb, bt, bb;
+    uint32_t *tok;       /* nb * bt tokens */
+    unsigned char *data; /* nb * bb bytes, block i at data + i * bb */
+} tu_prompt;
+
+/* (Re)make p: nb blocks of random tokens, then random bytes, both drawn from r. */
+void tu_prompt_gen(tu_prompt *p, tu_rng *r, size_t nb, size_t bt, size_t bb);
+/* kvt_put of the whole prompt; returns its status, *stored as kvt_put sets it. */
+int tu_prompt_put(kvt_ns *ns, const tu_prompt *p, size_t *stored);
+/* Match p, read it block by block (exits on bytes not p's); returns blocks matched, *rc status. */
+size_t tu_prompt_match_read(kvt_ns *ns, const tu_prompt *p, int *rc);
 
 #endif
