@@ -34,7 +34,7 @@ static void usage(FILE *f)
         "                     (binary) or tokens with a 'tok' suffix: 3Mtok, 50Mtok (decimal)\n"
         "  --nvme SIZE        NVMe tier capacity   } need the engine's data-free simulation\n"
         "  --disk SIZE        disk tier capacity   } mode (docs/analytics.md)\n"
-        "  --policy P         eviction policy: lru (default); lfu, drain: not in engine yet\n"
+        "  --policy P         eviction policy: lru (default), lfu, drain (kvt_options_set_policy)\n"
         "  --ttl T            block lifetime since last use: 5m, 1h, 2h30m (default none)\n"
         "  --tenant-mode M    pool (default: tenants share one LRU pool, namespaces apart) or\n"
         "                     quota (each tenant gets capacity / tenants)\n"
@@ -245,7 +245,7 @@ int analyze_main(int argc, char **argv)
     an_sweep sw = {0};
     an_multinode mn = {0};
     an_progress prog = {.on = !quiet && isatty(2), .last_permille = -1, .what = "replay"};
-    prog.total = (uint64_t)t.n_req * (1 + (cfg.sweep_points ? cfg.sweep_points + 2 : 0) +
+    prog.total = (uint64_t)t.n_req * (1 + (cfg.sweep_points ? 3 * cfg.sweep_points + 2 : 0) +
                                       (cfg.nodes ? 3 : 0));
     int exit_code = 1;
     if ((rc = an_replay(&t, &cfg, &res, &prog))) {

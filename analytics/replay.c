@@ -28,12 +28,16 @@
 #include <unistd.h>
 
 #include "an.h"
-#include "evict/belady.h" /* layering: until exported through kvtier.h */
 #include "evict/cost.h"   /* layering: until exported through kvtier.h */
 
 const char *const an_policy_name[AN_POL_N] = {"lru", "lfu", "drain"};
 
-int an_policy_in_engine(an_policy p) { return p == AN_POL_LRU; }
+/* lfu and drain need the engine's policies (kvt_options_set_policy, always built) and, for
+ * drain, its data-free mode: the tiny-layout fallback has no clock, so only lru there. */
+int an_policy_in_engine(an_policy p)
+{
+    return p == AN_POL_LRU || (KVT_AN_HAVE_SIM && p < AN_POL_N);
+}
 
 /* KV bytes per token = layers × 2 × kv_heads × head_dim × bytes (DESIGN.md §2). */
 static const struct {
@@ -294,6 +298,8 @@ static int node_open(const sim *s, uint64_t cap_blocks, uint32_t scale, node *n)
         cap_blocks = 1;
     if ((rc = kvt_options_create(&o)))
         return rc;
+    if ((rc = kvt_options_set_policy(o, an_policy_name[s->cfg->policy])))
+        goto out;
     if ((rc = kvt_options_set_dram_slot_bytes(o, slot)) ||
         (rc = kvt_options_set_dram_bytes(o, cap_blocks * slot)) ||
         (rc = kvt_options_set_hugepages(o, KVT_HUGEPAGES_OFF)) ||
@@ -301,15 +307,14 @@ static int node_open(const sim *s, uint64_t cap_blocks, uint32_t scale, node *n)
         goto out;
 #if KVT_AN_HAVE_SIM
     {
-        evict_costmodel cm;
-        evict_costmodel_default(&cm);
-        if ((rc = kvt_options_set_simulate(o, 1)))
+        kvt_model_desc md = {.active_params = s->cfg->model.active_params,
+                             .layers = s->cfg->model.layers, .hidden = s->cfg->model.hidden};
+        if ((rc = kvt_options_set_simulate(o, 1)) || (rc = kvt_options_set_model(o, &md)))
             goto out;
-        /* always set both: capacity 0 turns a tier off (the disk tier's default is 1 GiB) */
-        if ((rc = kvt_options_set_tier(o, KVT_TIER_NVME, NULL, s->cfg->cap[AN_NVME] * scale,
-                                       (uint64_t)cm.tier[AN_NVME].read_bw)) ||
-            (rc = kvt_options_set_tier(o, KVT_TIER_DISK, NULL, s->cfg->cap[AN_DISK] * scale,
-                                       (uint64_t)cm.tier[AN_DISK].read_bw)))
+        /* always set both: capacity 0 turns a tier off (the disk tier's default is 1 GiB);
+         * no bandwidth cap: a simulation does no I/O, the cost model has the defaults */
+        if ((rc = kvt_options_set_tier(o, KVT_TIER_NVME, NULL, s->cfg->cap[AN_NVME] * scale, 0)) ||
+            (rc = kvt_options_set_tier(o, KVT_TIER_DISK, NULL, s->cfg->cap[AN_DISK] * scale, 0)))
             goto out;
     }
 #else
@@ -431,6 +436,16 @@ static int node_request(sim *s, node *n, const an_req *q, size_t *m, int *nospac
         s->tiers[i] = (int)tier < AN_TIERS ? (int)tier : AN_DISK;
 #endif
     }
+#if KVT_AN_HAVE_SIM
+    /* the caller loads its hits: in simulation a read promotes them into DRAM (accounting)
+     * and returns -ENODATA, as documented */
+    if (got) {
+        const void *dst[1] = {s};
+        for (size_t i = 0; i < got; i++)
+            if (s->tiers[i] != AN_DRAM)
+                kvt_read(l, i, 1, (void *const *)dst);
+    }
+#endif
     if (got < nb) {
         rc = t->keyed ? kvt_put_keys(ns, keys, nb, s->blocks, &stored)
                       : kvt_put(ns, tok, (size_t)nb * t->bt, s->blocks, &stored);
@@ -837,7 +852,9 @@ int an_sweep_run(const an_trace *t, const an_config *cfg, uint64_t cfg_cap_block
         }
     }
     uint64_t inf_t = 0, inf_b = 0;
-    if ((rc = an_replay_hits(t, cfg, d + 1, &inf_t, &inf_b, p)))
+    an_config one = *cfg;
+    one.cap[AN_NVME] = one.cap[AN_DISK] = 0;
+    if ((rc = an_replay_hits(t, &one, d + 1, &inf_t, &inf_b, p)))
         goto out;
     sw->inf_hit_rate = an_rate(inf_t, in_tok);
     for (size_t i = 0; i < sw->n; i++) {
@@ -846,15 +863,21 @@ int an_sweep_run(const an_trace *t, const an_config *cfg, uint64_t cfg_cap_block
             pt->hit_rate[pol] = NAN;
         uint64_t ht, hb;
         size_t hits;
-        an_config c = *cfg;
-        c.policy = AN_POL_LRU;
-        if ((rc = an_replay_hits(t, &c, pt->cap_blocks, &ht, &hb, p)))
-            goto out;
-        pt->hit_rate[AN_POL_LRU] = an_rate(ht, in_tok);
-        if ((rc = evict_belady_hits(ids, n_ids, pt->cap_blocks, NULL, &hits)))
+        for (int pol = 0; pol < AN_POL_N; pol++) {
+            if (!an_policy_in_engine((an_policy)pol))
+                continue;
+            an_config c = *cfg;
+            c.policy = (an_policy)pol;
+            /* one tier of cap_blocks, as Belady's bound: the sweep varies DRAM alone */
+            c.cap[AN_NVME] = c.cap[AN_DISK] = 0;
+            if ((rc = an_replay_hits(t, &c, pt->cap_blocks, &ht, &hb, p)))
+                goto out;
+            pt->hit_rate[pol] = an_rate(ht, in_tok);
+        }
+        if ((rc = kvt_belady_hits(ids, n_ids, pt->cap_blocks, &hits)))
             goto out;
         pt->belady = an_rate((uint64_t)hits * t->bt, in_tok);
-        if ((rc = evict_lru_trace_hits(ids, n_ids, pt->cap_blocks, NULL, &hits)))
+        if ((rc = kvt_lru_trace_hits(ids, n_ids, pt->cap_blocks, &hits)))
             goto out;
         pt->lru_flat = an_rate((uint64_t)hits * t->bt, in_tok);
     }

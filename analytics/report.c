@@ -256,17 +256,24 @@ void an_report_text(FILE *f, const an_report *rp)
 
     if (rp->sweep) {
         const an_sweep *sw = rp->sweep;
-        fprintf(f, "\nCapacity sweep: token hit rate (lru from the engine; belady = offline "
-                   "bound, prefix-unaware: an upper bound;\n  flat lru = LRU over block ids "
-                   "without the prefix rule, a cross-check; lfu, drain: not in engine yet)\n");
+        fprintf(f, "\nCapacity sweep: token hit rate of one DRAM tier of that capacity (lru, lfu, "
+                   "drain from the engine;\n  belady = offline bound, prefix-unaware: an upper "
+                   "bound; flat lru = LRU over block ids\n  without the prefix rule, a "
+                   "cross-check; n/a: policy not in this engine build)\n");
         fprintf(f, "  %10s %12s %12s %8s %8s %8s %8s %9s\n", "blocks", "tokens", "bytes", "lru",
                 "lfu", "drain", "belady", "flat lru");
         for (size_t i = 0; i < sw->n; i++) {
             const an_sweep_point *p = &sw->pt[i];
             fmt_count(b1, sizeof b1, (double)p->cap_blocks * t->bt);
             an_fmt_bytes(b2, sizeof b2, (double)p->cap_blocks * (double)bb);
-            fprintf(f, "  %10" PRIu64 " %12s %12s %7.2f%% %8s %8s %7.2f%% %8.2f%%%s\n",
-                    p->cap_blocks, b1, b2, 100 * p->hit_rate[AN_POL_LRU], "n/a", "n/a",
+            char pr[AN_POL_N][16];
+            for (int k = 0; k < AN_POL_N; k++)
+                if (isnan(p->hit_rate[k]))
+                    snprintf(pr[k], sizeof pr[k], "n/a");
+                else
+                    snprintf(pr[k], sizeof pr[k], "%.2f%%", 100 * p->hit_rate[k]);
+            fprintf(f, "  %10" PRIu64 " %12s %12s %8s %8s %8s %7.2f%% %8.2f%%%s\n",
+                    p->cap_blocks, b1, b2, pr[AN_POL_LRU], pr[AN_POL_LFU], pr[AN_POL_DRAIN],
                     100 * p->belady, 100 * p->lru_flat,
                     p->cap_blocks == r->cap_blocks[AN_DRAM] ? "  <- --dram" : "");
         }

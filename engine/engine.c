@@ -255,11 +255,18 @@ KVT_EXPORT int kvt_engine_open(const kvt_options *opts, kvt_engine **out)
         util_free(e);
         return -rc;
     }
-    rc = dram_open(opts->dram_bytes, opts->dram_slot_bytes, opts->hugepages, &e->dram);
+    /* simulation: slot accounting only, no arena (engine/sim.c) */
+    rc = opts->simulate ? dram_open_virtual(opts->dram_bytes, opts->dram_slot_bytes, &e->dram)
+                        : dram_open(opts->dram_bytes, opts->dram_slot_bytes, opts->hugepages,
+                                    &e->dram);
     if (rc)
         goto fail;
-    if (opts->cuda_pin && gpu_host_register(dram_base(e->dram), dram_map_bytes(e->dram)) == 0)
+    if (!opts->simulate && opts->cuda_pin &&
+        gpu_host_register(dram_base(e->dram), dram_map_bytes(e->dram)) == 0)
         e->cuda_pinned = 1;
+    policy_init(e, opts); /* engine/policy.c */
+    if ((rc = hbm_open(e, opts))) /* the HBM tier (engine/hbm.c) */
+        goto fail_dram;
     if (opts->data_dir || opts->simulate) {
         /* The tiered engine: everything it adds lives in tiering.c and restart.c. */
         e->opts = options_dup(opts);
@@ -275,6 +282,7 @@ KVT_EXPORT int kvt_engine_open(const kvt_options *opts, kvt_engine **out)
     *out = e;
     return 0;
 fail_dram:
+    hbm_close(e);
     if (e->cuda_pinned)
         gpu_host_unregister(dram_base(e->dram));
     dram_close(e->dram);
@@ -298,6 +306,7 @@ static void engine_free(kvt_engine *e)
         util_free(t->name);
         util_free(t);
     }
+    hbm_close(e); /* before the arena it may copy from is unregistered */
     if (e->cuda_pinned)
         gpu_host_unregister(dram_base(e->dram));
     dram_close(e->dram);
@@ -372,16 +381,29 @@ static int evictable(util_list *l, void *ctx)
  * the stalest leaf). Lock held. 1 if one was dropped. */
 static int evict_one(kvt_engine *e, tenant *tn)
 {
-    util_list *l = evict_lru_oldest(&tn->lru, evictable, NULL);
-    if (!l)
-        return 0;
-    radix_node *n = UTIL_CONTAINER_OF(l, radix_node, lru);
+    radix_node *n;
+    if (e->policy != EVICT_POLICY_LRU) { /* lfu, drain: engine/policy.c */
+        if (!(n = policy_pick(e, tn, -1, NULL)))
+            return 0;
+    } else {
+        util_list *l = evict_lru_oldest(&tn->lru, evictable, NULL);
+        if (!l)
+            return 0;
+        n = UTIL_CONTAINER_OF(l, radix_node, lru);
+    }
     kvt_ns *ns = n->owner;
     blk_release_all(ns, n, &n->blocks[n->n_blocks - 1]);
     radix_trim(ns->tree, n, n->n_blocks - 1);
     e->blocks_evicted++;
     e->blocks_cached--;
     return 1;
+}
+
+/* tiering.c's split bookkeeping, then the HBM tier's (engine/hbm.c) */
+static void on_split(void *ctx, radix_node *upper, radix_node *lower)
+{
+    on_node_split(ctx, upper, lower);
+    hbm_on_split(ctx, upper);
 }
 
 static void on_node_free(void *ctx, radix_node *n)
@@ -472,7 +494,7 @@ int ns_create_locked(kvt_engine *e, const char *name, const char *tenant_name,
     ns->block_bytes = bb;
     if (!(ns->name = dup_str(name)) || !(ns->tn = tenant_get(e, tenant_name)))
         goto fail;
-    radix_hooks hooks = {on_node_free, ns, on_node_split};
+    radix_hooks hooks = {on_node_free, ns, on_split};
     if ((flags & KVT_NS_KEYS))
         rc = radix_create(2, RADIX_KEYS, &hooks, &ns->tree);
     else
@@ -591,12 +613,14 @@ KVT_EXPORT int kvt_block_keys(const kvt_ns *ns, const uint32_t *tokens, size_t n
 void touch_path(kvt_ns *ns, const radix_path *p, bool hit)
 {
     uint64_t now = ++ns->eng->clock;
+    double now_s = policy_now_s(ns->eng);
     tenant *tn = ns->tn;
     for (uint32_t i = p->n; i-- > 0;) {
         radix_node *n = p->nodes[i];
         n->owner = ns;
         n->last_access = now;
         n->hits += hit;
+        policy_touch(ns, n, now_s);
         evict_lru_touch(&tn->lru, &n->lru);
         for (int t = RADIX_TIER_DRAM; t < RADIX_TIERS; t++)
             if (n->tcount[t]) {
@@ -652,6 +676,8 @@ int match_units_lease(kvt_ns *ns, const uint32_t *units, size_t nb, size_t *matc
         goto out;
     if (e->tiered)
         path_cut_bad(&path);
+    if (e->has_ttl)
+        policy_cut_expired(ns, &path, lease_out != NULL); /* a miss, dropped lazily */
     size_t got = path.blocks;
     if (lease_out && got) {
         kvt_lease *l = util_malloc(sizeof *l + got * sizeof(radix_block));
@@ -664,6 +690,7 @@ int match_units_lease(kvt_ns *ns, const uint32_t *units, size_t nb, size_t *matc
         l->deepest = path.nodes[path.n - 1];
         l->n_blocks = got;
         l->internal = internal;
+        l->hbm = NULL;
         size_t k = 0;
         for (uint32_t i = 0; i < path.n; i++) {
             radix_node *n = path.nodes[i];
@@ -750,7 +777,7 @@ KVT_EXPORT int kvt_lease_block_tier(const kvt_lease *l, size_t i, kvt_tier *tier
     kvt_engine *e = l->ns->eng;
     pthread_mutex_lock(&e->lock);
     radix_block *b = blk_at_depth(l->deepest, i, NULL);
-    int t = RADIX_TIER_DRAM;
+    int t = RADIX_TIER_HBM; /* slot[HBM] is set only with an HBM tier (engine/hbm.c) */
     while (t < RADIX_TIER_DISK && b->slot[t] == RADIX_NO_SLOT)
         t++;
     pthread_mutex_unlock(&e->lock);
@@ -769,8 +796,8 @@ static int read_blocks(kvt_lease *l, size_t first, size_t n, void *const *dst, c
                 return -EINVAL;
     kvt_engine *e = l->ns->eng;
     uint64_t bb = l->ns->block_bytes;
-    if (e->simulate)
-        return n ? -ENODATA : 0;
+    if (e->simulate) /* promotions accounted, no bytes (engine/sim.c) */
+        return n ? sim_read(l, first, n) : 0;
     for (size_t i = 0; i < n; i++) {
         void *to = dst ? dst[i] : base + i * bb;
         uint32_t slot = l->blocks[first + i].slot[RADIX_TIER_DRAM];
@@ -809,6 +836,7 @@ void lease_release_locked(kvt_lease *l)
 {
     kvt_engine *e = l->ns->eng;
     bool bad = false;
+    hbm_lease_release(l); /* unpin its HBM copies (engine/hbm.c) */
     /* Splits since the match inserted new ancestors that copied the pin: walk them all. */
     for (radix_node *n = l->deepest; n && n->parent; n = n->parent) {
         n->pins--;
@@ -851,8 +879,8 @@ KVT_EXPORT int kvt_prefetch_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys
 
 /* ---------------------------------------------------------------- put */
 
-static int put_units(kvt_ns *ns, const uint32_t *units, size_t nb, const void *const *blocks,
-                     size_t *stored)
+int put_units(kvt_ns *ns, const uint32_t *units, size_t nb, const void *const *blocks,
+              double ttl_s, size_t *stored)
 {
     kvt_engine *e = ns->eng;
     radix_path path;
@@ -908,6 +936,7 @@ static int put_units(kvt_ns *ns, const uint32_t *units, size_t nb, const void *c
 
     pthread_mutex_lock(&e->lock);
     radix_publish(ns->tree, leaf);
+    policy_put(ns, leaf, (uint32_t)got, ttl_s); /* TTL hint, drain placement (policy.c) */
     if (e->tiered)
         wt_enqueue(ns, leaf, 0, (uint32_t)got);
     e->blocks_stored += got;
@@ -935,7 +964,7 @@ KVT_EXPORT int kvt_put(kvt_ns *ns, const uint32_t *tokens, size_t n_tokens,
         return KVT_EMODE;
     if (n_tokens < ns->bt)
         return 0;
-    return put_units(ns, tokens, n_tokens / ns->bt, blocks, stored);
+    return put_units(ns, tokens, n_tokens / ns->bt, blocks, 0, stored);
 }
 
 KVT_EXPORT int kvt_put_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys,
@@ -949,7 +978,7 @@ KVT_EXPORT int kvt_put_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys,
         return KVT_EMODE;
     if (!n_keys)
         return 0;
-    return put_units(ns, (const uint32_t *)(const void *)keys, n_keys, blocks, stored);
+    return put_units(ns, (const uint32_t *)(const void *)keys, n_keys, blocks, 0, stored);
 }
 
 /* ---------------------------------------------------------------- remove */
@@ -1070,6 +1099,9 @@ KVT_EXPORT int kvt_engine_stats(kvt_engine *e, kvt_stats *out, size_t size)
     s.flushes = e->flushes;
     s.restored_blocks = e->restored;
     s.restore_dropped = e->restore_dropped;
+    if (e->simulate)
+        sim_stats(e, &s); /* accounting-only nvme/disk capacities (engine/sim.c) */
+    hbm_stats(e, &s); /* engine/hbm.c */
     s.persistent = e->tiered && !e->simulate;
     s.simulate = (uint32_t)e->simulate;
     if (e->wt_io)

@@ -39,6 +39,7 @@
 #include <stdint.h>
 
 #include "evict/lru.h"
+#include "evict/reuse.h"
 #include "io/io.h"
 #include "kvtier/kvtier.h"
 #include "radix/radix.h"
@@ -57,6 +58,7 @@
 #define BLK_PROMO 0x08u     /* a read from nvme/disk is in flight */
 #define BLK_BAD 0x10u       /* failed verification: hidden, dropped when unpinned */
 #define BLK_MOVING 0x20u    /* nvme -> disk move in flight (node path pinned) */
+#define BLK_DEMOTE 0x40u    /* drain policy: free the DRAM copy once persisted (policy.c) */
 #define BLK_EPOCH_SHIFT 8
 #define BLK_EPOCH_MASK 0xffffffu
 
@@ -81,6 +83,15 @@ struct kvt_options {
     int simulate;
     uint32_t backpressure_ms;
     uint32_t wt_batch;
+    /* the HBM tier (engine/hbm.c) */
+    uint64_t hbm_bytes;
+    int hbm_required;
+    /* placement policy (issue 4, engine/policy.c) */
+    int policy;                         /* evict_policy: 0 = lru */
+    int have_model;
+    kvt_model_desc model;               /* the model whose blocks are cached (recompute cost) */
+    double tier_read_bw[RADIX_TIERS];   /* cost-model bandwidths, bytes/s; 0: default */
+    double tier_write_bw[RADIX_TIERS];
 };
 
 typedef struct tenant {
@@ -136,6 +147,8 @@ struct kvt_engine {
     pthread_mutex_t ns_lock;
     dram_tier *dram;
     int cuda_pinned;
+    struct hbm_tier *hbm; /* engine/hbm.c; NULL without an HBM tier */
+    int hbm_state;        /* kvt_stats.hbm_state */
     tenant *tenants;
     kvt_ns *nss;
     uint64_t clock; /* logical access clock: one tick per match or put */
@@ -194,6 +207,20 @@ struct kvt_engine {
     uint64_t tier_blocks[RADIX_TIERS];
     uint64_t demotions, promotions, checksum_failures, io_errors, blocks_dropped_bad;
     uint64_t persisted, flushes, wt_failures, restored, restore_dropped;
+
+    /* ---- placement policy (engine/policy.c); cm tiers: cm_idx[kvt tier] or -1 */
+    int policy; /* evict_policy */
+    evict_costmodel cm;
+    evict_params pp;
+    evict_model em;
+    int cm_idx[RADIX_TIERS];
+    int has_ttl;              /* some put gave a TTL: matches check deadlines */
+    uint64_t expired, wt_skipped, placed_low;
+    /* ---- simulation (engine/sim.c): accounting-only nvme slots and disk bytes */
+    uint64_t sim_nvme_slots, sim_nvme_fresh, sim_nvme_used;
+    uint32_t *sim_nvme_free;
+    uint64_t sim_nvme_nfree, sim_nvme_capfree;
+    uint64_t sim_disk_cap, sim_disk_used;
 };
 
 /* A lease pins `deepest` and all its ancestors (pins += 1 each) and snapshots the locations
@@ -204,11 +231,14 @@ struct kvt_lease {
     radix_node *deepest;
     size_t n_blocks;
     int internal; /* a prefetch's lease: not counted in leases_open */
+    struct hbm_pins *hbm; /* HBM copies this lease pinned (engine/hbm.c), or NULL */
     radix_block blocks[]; /* [n_blocks], path order */
 };
 
 /* ---- engine.c */
 void touch_path(kvt_ns *ns, const radix_path *p, bool hit);
+int put_units(kvt_ns *ns, const uint32_t *units, size_t nb, const void *const *blocks,
+              double ttl_s, size_t *stored);
 int match_units_lease(kvt_ns *ns, const uint32_t *units, size_t nb, size_t *matched,
                       kvt_lease **lease_out, int internal);
 void lease_release_locked(kvt_lease *l);
@@ -222,6 +252,7 @@ int ns_create_locked(kvt_engine *e, const char *name, const char *tenant_name,
 uint64_t dram_block_bytes(const kvt_ns *ns); /* whole DRAM slots of one block */
 void blk_add_copy(kvt_ns *ns, radix_node *n, radix_block *b, int tier, uint32_t slot);
 void blk_release_all(kvt_ns *ns, radix_node *n, radix_block *b); /* every copy; lock held */
+void blk_drop_copy(kvt_ns *ns, radix_node *n, radix_block *b, int tier); /* lock held */
 void node_tiers_unlink(radix_node *n);
 void on_node_split(void *ctx, radix_node *upper, radix_node *lower);
 radix_block *blk_at_depth(radix_node *deepest, uint64_t depth, radix_node **node);
@@ -237,11 +268,42 @@ int tiers_nvme_ready(kvt_engine *e);    /* once the DRAM slot size is known; ns_
 int tiers_start(kvt_engine *e);         /* threads */
 int tiers_close(kvt_engine *e);         /* stop threads, flush, close */
 int tier_fetch(kvt_lease *l, size_t i, void *dst); /* block i from wherever it is */
+unsigned tiers_nvme_make_room(kvt_engine *e, tenant *tn, unsigned want); /* lock held */
+uint64_t tiers_disk_make_room(kvt_engine *e, tenant *tn, uint64_t bytes); /* lock held */
 int prefetch_units(kvt_ns *ns, const uint32_t *units, size_t nb);
 int engine_flush(kvt_engine *e);
 int dloc_get(kvt_engine *e, disk_loc loc, uint32_t *h); /* lock held */
 int catalog_status(int rc);
 uint64_t realtime_ns(void);
+
+/* ---- policy.c */
+void policy_init(kvt_engine *e, const kvt_options *o);
+double policy_now_s(const kvt_engine *e);
+void policy_touch(kvt_ns *ns, radix_node *n, double now_s); /* lock held */
+void policy_block(const kvt_ns *ns, const radix_node *n, uint32_t j, evict_block *out);
+/* lfu/drain: the best victim among the first few evictable nodes at the stale end of the
+ * tenant's list of tier t (t = -1: the DRAM-only engine's tn->lru); NULL if none. */
+radix_node *policy_pick(kvt_engine *e, tenant *tn, int t, int (*ok)(radix_node *n));
+void policy_put(kvt_ns *ns, radix_node *leaf, uint32_t n, double ttl_s); /* lock held */
+void policy_cut_expired(kvt_ns *ns, radix_path *p, int drop); /* lock held */
+
+/* ---- sim.c */
+int sim_open(kvt_engine *e);
+void sim_close(kvt_engine *e);
+int sim_nvme_alloc(kvt_engine *e, tenant *tn, uint32_t *slot);
+void sim_nvme_free(kvt_engine *e, uint32_t slot);
+int sim_disk_alloc(kvt_engine *e, tenant *tn, uint64_t bytes, uint32_t *h);
+void sim_persist(kvt_ns *ns, radix_node *leaf, uint32_t first, uint32_t n); /* lock held */
+int sim_read(kvt_lease *l, size_t first, size_t n);
+void sim_stats(kvt_engine *e, kvt_stats *s); /* lock held */
+
+/* ---- hbm.c (the HBM tier; every function is a no-op / -ENODEV without one) */
+int hbm_open(kvt_engine *e, const kvt_options *o); /* at engine open */
+void hbm_close(kvt_engine *e);
+void hbm_lease_release(kvt_lease *l);                   /* lock held: unpin its copies */
+void hbm_block_released(kvt_ns *ns, radix_block *b);    /* lock held: block leaves the index */
+void hbm_on_split(kvt_ns *ns, radix_node *upper);       /* lock held: blocks moved to upper */
+void hbm_stats(kvt_engine *e, kvt_stats *s);            /* lock held */
 
 /* ---- restart.c */
 int restart_namespaces(kvt_engine *e); /* ns_lock held */

@@ -155,7 +155,7 @@ static int quar_add(kvt_engine *e, const quar *q)
 
 /* Remove one copy. nvme/disk space goes to the quarantine: it is reused only after the
  * catalog delete of its record is durable (catalog.h, engine order of operations). */
-static void blk_drop_copy(kvt_ns *ns, radix_node *n, radix_block *b, int tier)
+void blk_drop_copy(kvt_ns *ns, radix_node *n, radix_block *b, int tier)
 {
     kvt_engine *e = ns->eng;
     uint32_t s = b->slot[tier];
@@ -164,6 +164,16 @@ static void blk_drop_copy(kvt_ns *ns, radix_node *n, radix_block *b, int tier)
     if (tier == RADIX_TIER_DRAM) {
         dram_free(e->dram, s);
         ns->tn->used -= dram_block_bytes(ns);
+    } else if (e->simulate) { /* accounting only: no catalog, space back at once */
+        if (tier == RADIX_TIER_NVME) {
+            sim_nvme_free(e, s);
+            ns->tn->tused[tier] -= e->nvme_slot_bytes;
+        } else {
+            uint64_t len = disk_loc_len(e->dlocs[s]);
+            ns->tn->tused[tier] -= len;
+            e->sim_disk_used -= len;
+            dloc_put(e, s);
+        }
     } else {
         quar q = {.del = {.ns_id = ns->id, .tier = (uint32_t)tier, .key = b->key}, .tier = tier};
         if (tier == RADIX_TIER_NVME) {
@@ -204,11 +214,21 @@ static void wt_block_done(kvt_ns *ns, radix_block *b)
 void wt_enqueue(kvt_ns *ns, radix_node *leaf, uint32_t first, uint32_t n)
 {
     kvt_engine *e = ns->eng;
-    if (e->simulate || n == 0)
+    if (n == 0)
         return;
+    if (e->simulate) { /* instant, accounting-only write-through (engine/sim.c) */
+        sim_persist(ns, leaf, first, n);
+        return;
+    }
     uint32_t ep = (uint32_t)(e->epoch & BLK_EPOCH_MASK);
+    uint32_t q = 0;
     for (uint32_t i = first; i < first + n; i++)
-        leaf->blocks[i].flags |= BLK_DIRTY | (ep << BLK_EPOCH_SHIFT);
+        if (!(leaf->blocks[i].flags & BLK_NOPERSIST)) { /* drain: not worth writing */
+            leaf->blocks[i].flags |= BLK_DIRTY | (ep << BLK_EPOCH_SHIFT);
+            q++;
+        }
+    if ((n = q) == 0)
+        return;
     e->epoch_pending[e->epoch % WT_EPOCHS] += n;
     ns->tn->unpersisted += n;
     if (leaf->n_dirty == 0)
@@ -219,6 +239,7 @@ void wt_enqueue(kvt_ns *ns, radix_node *leaf, uint32_t first, uint32_t n)
 
 void blk_release_all(kvt_ns *ns, radix_node *n, radix_block *b)
 {
+    hbm_block_released(ns, b); /* its HBM copy, if any (engine/hbm.c) */
     for (int t = RADIX_TIER_DRAM; t < RADIX_TIERS; t++)
         blk_drop_copy(ns, n, b, t);
     if (b->flags & BLK_DIRTY) {
@@ -260,6 +281,11 @@ void on_node_split(void *ctx, radix_node *u, radix_node *n)
         util_list_del(&n->wlink);
     u->owner = n->owner;
     u->eflags = n->eflags;
+    u->ph_last_s = n->ph_last_s; /* one history per node: both parts keep it */
+    u->ph_gap_s = n->ph_gap_s;
+    u->ph_freq = n->ph_freq;
+    u->ph_ttl_s = n->ph_ttl_s;
+    u->ph_hits = n->ph_hits;
 }
 
 /* ---------------------------------------------------------------- removal */
@@ -310,33 +336,52 @@ static int blk_persisted(const radix_block *b)
  * write-through gave up on (NOPERSIST) or, with allow_drop, any unpersisted block is dropped
  * with everything after it. Returns 1 if something was freed, 0 if nothing could be.
  */
+/* One node's part of tiered_evict_dram: 1 if it freed something. */
+static int evict_dram_node(kvt_engine *e, radix_node *n, int pass, int allow_drop)
+{
+    kvt_ns *ns = n->owner;
+    for (uint32_t j = n->n_blocks; j-- > 0;) {
+        radix_block *b = &n->blocks[j];
+        if (b->slot[RADIX_TIER_DRAM] == RADIX_NO_SLOT || (b->flags & (BLK_PROMO | BLK_WT)))
+            continue;
+        if (pass == 0 && blk_persisted(b)) {
+            blk_drop_copy(ns, n, b, RADIX_TIER_DRAM);
+            e->demotions++;
+            return 1;
+        }
+        if (pass == 1 && (allow_drop || (b->flags & BLK_NOPERSIST) || e->simulate)) {
+            long r = remove_blocks(ns, n, j);
+            if (r > 0) {
+                e->blocks_evicted += (uint64_t)r;
+                return 1;
+            }
+            return 0; /* a pinned or pending descendant: next node */
+        }
+    }
+    return 0;
+}
+
+static int dram_candidate(radix_node *n)
+{
+    return !n->pins && !(n->flags & RADIX_PENDING);
+}
+
 int tiered_evict_dram(kvt_engine *e, tenant *tn, int allow_drop)
 {
     for (int pass = 0; pass < 2; pass++) {
+        /* lfu/drain: the best-scored of the stalest few first (engine/policy.c) */
+        radix_node *pick = e->policy != EVICT_POLICY_LRU
+                               ? policy_pick(e, tn, RADIX_TIER_DRAM, dram_candidate)
+                               : NULL;
+        if (pick && evict_dram_node(e, pick, pass, allow_drop))
+            return 1;
         util_list *h = &tn->tl[RADIX_TIER_DRAM];
         for (util_list *l = h->next; l != h; l = l->next) {
             radix_node *n = UTIL_CONTAINER_OF(l, radix_node, tlink[RADIX_TIER_DRAM]);
-            if (n->pins || (n->flags & RADIX_PENDING))
+            if (!dram_candidate(n) || n == pick)
                 continue;
-            kvt_ns *ns = n->owner;
-            for (uint32_t j = n->n_blocks; j-- > 0;) {
-                radix_block *b = &n->blocks[j];
-                if (b->slot[RADIX_TIER_DRAM] == RADIX_NO_SLOT || (b->flags & (BLK_PROMO | BLK_WT)))
-                    continue;
-                if (pass == 0 && blk_persisted(b)) {
-                    blk_drop_copy(ns, n, b, RADIX_TIER_DRAM);
-                    e->demotions++;
-                    return 1;
-                }
-                if (pass == 1 && (allow_drop || (b->flags & BLK_NOPERSIST) || e->simulate)) {
-                    long r = remove_blocks(ns, n, j);
-                    if (r > 0) {
-                        e->blocks_evicted += (uint64_t)r;
-                        return 1;
-                    }
-                    break; /* a pinned or pending descendant: next node */
-                }
-            }
+            if (evict_dram_node(e, n, pass, allow_drop))
+                return 1;
         }
     }
     return 0;
@@ -539,6 +584,7 @@ typedef struct wt_job {
     int err;
     disk_loc dloc;
     uint32_t *units;
+    uint64_t ttl_deadline; /* CLOCK_REALTIME ns, 0: none (catalog record) */
 } wt_job;
 
 typedef struct wt_bufs {
@@ -589,6 +635,10 @@ static unsigned wt_collect(kvt_engine *e, wt_job *jobs, unsigned max)
                                .parent_key = parent_key_of(n, j),
                                .dram_slot = b->slot[RADIX_TIER_DRAM], .nvme_slot = RADIX_NO_SLOT,
                                .dloc_h = RADIX_NO_SLOT, .units = units};
+            if (n->ph_ttl_s > 0) { /* the deadline on the realtime clock the catalog keeps */
+                double left = n->ph_last_s + n->ph_ttl_s - policy_now_s(e);
+                jobs[k].ttl_deadline = realtime_ns() + (uint64_t)(left > 0 ? left * 1e9 : 1);
+            }
             path_pin(n);
             k++;
         }
@@ -623,6 +673,7 @@ static void fill_record(catalog_record *r, const wt_job *j, int tier, uint64_t l
     r->tier = (uint8_t)tier;
     r->compression = CATALOG_COMP_NONE;
     r->units = j->units;
+    r->ttl_deadline = j->ttl_deadline;
 }
 
 /* Put the records of the jobs with err == 0 (tier/location from each job); a job whose
@@ -672,17 +723,18 @@ static unsigned nvme_make_room(kvt_engine *e, tenant *tn, unsigned want, wt_bufs
         want = WT_BATCH;
     util_list *h = &tn->tl[RADIX_TIER_NVME];
 restart:
-    for (util_list *l = h->next; l != h && k < want; l = l->next) {
+    for (util_list *l = h->next; l != h && k + freed < want; l = l->next) {
         radix_node *n = UTIL_CONTAINER_OF(l, radix_node, tlink[RADIX_TIER_NVME]);
         if (n->pins || (n->flags & RADIX_PENDING))
             continue;
         kvt_ns *ns = n->owner;
-        for (uint32_t j = n->n_blocks; j-- > 0 && k < want;) {
+        for (uint32_t j = n->n_blocks; j-- > 0 && k + freed < want;) {
             radix_block *b = &n->blocks[j];
             if (b->slot[RADIX_TIER_NVME] == RADIX_NO_SLOT ||
                 (b->flags & (BLK_PROMO | BLK_MOVING | BLK_WT | BLK_BAD)))
                 continue;
-            if (!e->disk || ns->block_bytes > wb->bytes) {
+            int has_disk = e->simulate ? e->sim_disk_cap > 0 : e->disk != NULL;
+            if (!has_disk || (!e->simulate && ns->block_bytes > wb->bytes)) {
                 if (b->slot[RADIX_TIER_DRAM] != RADIX_NO_SLOT ||
                     b->slot[RADIX_TIER_DISK] != RADIX_NO_SLOT) {
                     blk_drop_copy(ns, n, b, RADIX_TIER_NVME);
@@ -700,6 +752,23 @@ restart:
                     goto restart; /* the list changed under us */
                 }
                 break;
+            }
+            if (e->simulate) { /* the move, accounting only: disk copy, then nvme freed */
+                uint32_t hd;
+                path_pin(n); /* making disk room must not drop n's subtree under us */
+                int arc = sim_disk_alloc(e, tn, ns->block_bytes, &hd);
+                path_unpin(n);
+                if (arc)
+                    break;
+                blk_add_copy(ns, n, b, RADIX_TIER_DISK, hd);
+                blk_drop_copy(ns, n, b, RADIX_TIER_NVME);
+                e->t_reads[RADIX_TIER_NVME]++;
+                e->t_bytes_read[RADIX_TIER_NVME] += round_up4k(ns->block_bytes);
+                e->t_writes[RADIX_TIER_DISK]++;
+                e->t_bytes_written[RADIX_TIER_DISK] += round_up4k(ns->block_bytes);
+                e->demotions++;
+                freed++;
+                goto restart; /* the lists changed (and disk room may have dropped blocks) */
             }
             uint32_t *units = util_malloc((size_t)ns->bu * sizeof(uint32_t));
             if (!units)
@@ -773,6 +842,11 @@ restart:
     return freed;
 }
 
+unsigned tiers_nvme_make_room(kvt_engine *e, tenant *tn, unsigned want)
+{
+    return nvme_make_room(e, tn, want, NULL);
+}
+
 /* Drop tenant tn's least recently used disk copies until `bytes` are freed. Lock held. */
 static uint64_t disk_make_room(kvt_engine *e, tenant *tn, uint64_t bytes)
 {
@@ -810,6 +884,11 @@ restart:
     }
     quarantine_drain(e);
     return freed;
+}
+
+uint64_t tiers_disk_make_room(kvt_engine *e, tenant *tn, uint64_t bytes)
+{
+    return disk_make_room(e, tn, bytes);
 }
 
 static void disk_write_jobs(kvt_engine *e, wt_job *jobs, void **bufs, unsigned n)
@@ -967,6 +1046,21 @@ static void wt_run(kvt_engine *e, wt_job *jobs, unsigned n, wt_bufs *wb)
         wt_block_done(j->ns, b);
         path_unpin(j->node);
         util_free(j->units);
+    }
+    /* drain placed these below DRAM: the DRAM copy was only the write-through's source.
+     * Freed once the whole batch is unpinned, unless a reader pins or promotes it. Lock
+     * held since the unpins: every job's node is still there. */
+    for (unsigned i = 0; i < n; i++) {
+        radix_node *nd;
+        radix_block *b = blk_at_depth(jobs[i].node, jobs[i].depth, &nd);
+        if (!(b->flags & BLK_DEMOTE))
+            continue;
+        b->flags &= ~BLK_DEMOTE;
+        if (jobs[i].err == 0 && !nd->pins && !(nd->flags & RADIX_PENDING) &&
+            !(b->flags & BLK_PROMO) && b->slot[RADIX_TIER_DRAM] != RADIX_NO_SLOT) {
+            blk_drop_copy(jobs[i].ns, nd, b, RADIX_TIER_DRAM);
+            e->demotions++;
+        }
     }
 }
 
@@ -1325,6 +1419,7 @@ static void threads_stop(kvt_engine *e)
 static void tiers_teardown(kvt_engine *e)
 {
     threads_stop(e);
+    sim_close(e);
     if (e->cat) {
         pthread_mutex_lock(&e->lock);
         quarantine_drain(e);
@@ -1396,7 +1491,7 @@ int tiers_open(kvt_engine *e)
     util_list_init(&e->dirty);
     e->disk_bw_last_ns = util_now_ns();
     if (e->simulate)
-        return 0; /* data-free: no files, no threads (see kvt_options_set_simulate) */
+        return sim_open(e); /* data-free: no files, no threads (engine/sim.c) */
 
     uint64_t ncap = o->tier_capacity[RADIX_TIER_NVME], dcap = o->tier_capacity[RADIX_TIER_DISK];
     if (!ncap && !dcap) {

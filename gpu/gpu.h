@@ -11,6 +11,7 @@
 #define KVT_GPU_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -24,6 +25,46 @@ int gpu_device_count(void);
 int gpu_host_register(void *p, size_t n);
 /* Undo gpu_host_register. */
 void gpu_host_unregister(void *p);
+
+
+/* ---------------------------------------------------------------- runtime helpers (rt.cu)
+ * Thin wrappers so that engine/ (plain C) needs no CUDA header. Streams are cudaStream_t
+ * (NULL = the legacy default stream); events are cudaEvent_t created without timing.
+ * All return 0, -ENODEV (no GPU / no CUDA build), -EINVAL, -ENOMEM or -EIO (a CUDA error,
+ * cleared). */
+struct CUstream_st;
+/* cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, s): any direction; from pageable host
+ * memory it returns once the source has been staged (the buffer may be reused then). */
+int gpu_memcpy(void *dst, const void *src, size_t n, struct CUstream_st *s);
+int gpu_stream_sync(struct CUstream_st *s);
+int gpu_event_create(void **ev);
+void gpu_event_destroy(void *ev);          /* NULL: no-op; safe while still pending */
+int gpu_event_record(void *ev, struct CUstream_st *s);
+int gpu_stream_wait_event(struct CUstream_st *s, void *ev); /* later work on s waits for ev */
+int gpu_current_device(int *dev);
+
+/**
+ * One layer of n blocks in the block layout ([layers][2][bt][H][D] per block, kvtier.h) into
+ * per-layer K and V buffers in a "heads outer" layout (Hugging Face DynamicCache:
+ * [batch=1][H][T][D]), permuting on the way:
+ *
+ *   k_dst[h*head_stride + (tok0 + i*bt + t)*D + d] = src[i][layer][0][t][h][d]
+ *   v_dst[...same...]                            = src[i][layer][1][t][h][d]
+ *
+ * src[i] are device pointers or pinned host memory the device can address at the host
+ * address (the engine's registered arena: it is read over PCIe by the SMs, no staging).
+ * D * elem_bytes must be a multiple of 16 and every pointer 16-byte aligned.
+ * ctas: CTAs to use (0: 2 per SM); fewer leave SMs to concurrent kernels.
+ */
+typedef struct gpu_gather_params {
+    uint32_t layers, layer, block_tokens, kv_heads, head_dim, elem_bytes;
+    void *k_dst, *v_dst;
+    uint64_t head_stride; /* elements between heads in k_dst / v_dst (>= total tokens * D) */
+    uint64_t tok0;        /* token index of block 0's first token in the destination */
+    uint32_t ctas;
+} gpu_gather_params;
+int gpu_gather_layer(const void *const *src, uint32_t n, const gpu_gather_params *p,
+                     struct CUstream_st *s);
 
 #ifdef __cplusplus
 }

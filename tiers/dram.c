@@ -180,6 +180,27 @@ fail:
     return rc;
 }
 
+int dram_open_virtual(uint64_t capacity, uint64_t slot_bytes, dram_tier **out)
+{
+    dram_tier *t = NULL;
+    int rc;
+    if (out)
+        *out = NULL;
+    if (!out || capacity == 0 || (slot_bytes != 0 && !slot_bytes_valid(slot_bytes)) ||
+        (slot_bytes != 0 && capacity < slot_bytes))
+        return -EINVAL;
+    t = util_calloc(1, sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    t->capacity = capacity;
+    if (slot_bytes && (rc = set_slots(t, slot_bytes))) {
+        dram_close(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
 void dram_close(dram_tier *t)
 {
     if (!t)

@@ -33,6 +33,9 @@ typedef struct dram_tier dram_tier;
  * or 0 to set it later. Returns 0, -EINVAL, -ENOMEM. */
 int dram_open(uint64_t capacity, uint64_t slot_bytes, kvt_hugepages mode, dram_tier **out);
 void dram_close(dram_tier *t);
+/* Slot accounting only (the engine's data-free simulation): the same allocator with no arena
+ * mapped (dram_base() is NULL; dram_write/dram_read must not be called). Same errors. */
+int dram_open_virtual(uint64_t capacity, uint64_t slot_bytes, dram_tier **out);
 
 /* Fix the slot size and allocate the side tables. 0 (also when set again to the same size);
  * -EBUSY if already set to another size; -EINVAL (bad size, or fewer than one slot fits);

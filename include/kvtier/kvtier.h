@@ -180,7 +180,7 @@ int kvt_options_set_cuda_pin(kvt_options *opts, int on);
 
 /** Tiers, fastest first. A block may have copies in several. */
 typedef enum kvt_tier {
-    KVT_TIER_HBM = 0,  /**< GPU memory (not managed by this version) */
+    KVT_TIER_HBM = 0,  /**< GPU memory: the pool of kvt_options_set_hbm_bytes */
     KVT_TIER_DRAM = 1, /**< host memory: the arena of kvt_options_set_dram_bytes */
     KVT_TIER_NVME = 2, /**< local flash: fixed slots in preallocated O_DIRECT files */
     KVT_TIER_DISK = 3, /**< capacity tier: checksummed, LZ4-compressed records in segments */
@@ -420,8 +420,9 @@ int kvt_read(kvt_lease *lease, size_t first, size_t n, void *const *dst);
 int kvt_read_contig(kvt_lease *lease, size_t first, size_t n, void *dst, size_t dst_bytes);
 
 /**
- * The fastest tier holding the lease's block i now (KVT_TIER_DRAM, KVT_TIER_NVME or
- * KVT_TIER_DISK; a promotion may move it up while the lease is held).
+ * The fastest tier holding the lease's block i now (KVT_TIER_HBM when it has an HBM copy,
+ * else KVT_TIER_DRAM, KVT_TIER_NVME or KVT_TIER_DISK; a promotion may move it up while the
+ * lease is held).
  * @return 0; -EINVAL; -ERANGE if i >= kvt_lease_blocks().
  */
 int kvt_lease_block_tier(const kvt_lease *lease, size_t i, kvt_tier *tier);
@@ -543,6 +544,16 @@ typedef struct kvt_stats {
     uint32_t persistent;         /**< 1 with a data directory */
     uint32_t simulate;           /**< 1 in data-free simulation */
     char io_backend[16];         /**< "io_uring", "pool", or "" without persistent tiers */
+    /* ---- appended with the HBM tier (kvt_options_set_hbm_bytes); also tier_*[KVT_TIER_HBM] */
+    uint32_t hbm_state;          /**< 0 not asked for, 1 on, 2 asked for but no usable GPU */
+    uint32_t hbm_pad_;
+    uint64_t hbm_capacity;       /**< pool bytes (0 until the pool exists: kvt_hbm_pool) */
+    uint64_t hbm_used;           /**< pool bytes holding block copies */
+    uint64_t hbm_pinned_blocks;  /**< HBM copies pinned by leases now */
+    uint64_t hbm_loads;          /**< blocks copied into HBM by kvt_lease_load_hbm */
+    uint64_t hbm_load_bytes;     /**< bytes copied into HBM */
+    uint64_t hbm_hits;           /**< blocks kvt_lease_load_hbm found already in HBM */
+    uint64_t hbm_evictions;      /**< HBM copies dropped to make room (never pinned ones) */
 } kvt_stats;
 
 /**
@@ -553,6 +564,154 @@ typedef struct kvt_stats {
  * @return 0; -EINVAL.
  */
 int kvt_engine_stats(kvt_engine *eng, kvt_stats *out, size_t size);
+
+/* ---------------------------------------------------------------- placement policies, TTLs, plans
+ * (issue 4; the cost model is DESIGN.md §3, docs/cost-model.md has the numbers) */
+
+/** The model whose KV blocks are cached and the GPU that would recompute them: what a block
+ *  costs to recompute (FLOPs = 2 × active_params × tokens + 4 × layers × hidden × Σ positions;
+ *  prefill_tok_s > 0 overrides the FLOP model) and what a second of GPU time costs. */
+typedef struct kvt_model_desc {
+    double active_params;    /**< parameters touched per token (MoE: the active ones) */
+    uint32_t layers;         /**< transformer layers */
+    uint32_t hidden;         /**< attention width: n_heads × head_dim */
+    double prefill_tok_s;    /**< measured prefill tokens/s; 0: the FLOP model */
+    double gpu_flops;        /**< effective FLOP/s (peak × MFU); 0: H100 989e12 × 0.5 */
+    double gpu_usd_per_hour; /**< GPU price, $/h; 0: 3.00 */
+} kvt_model_desc;
+
+/** [out] Llama-3-8B (8.03e9 params, 32 layers, hidden 4096) on the default H100. */
+void kvt_model_desc_llama3_8b(kvt_model_desc *m);
+/** [out] Llama-3-70B (70.6e9 params, 80 layers, hidden 8192) on the default H100. */
+void kvt_model_desc_llama3_70b(kvt_model_desc *m);
+
+/**
+ * GPU seconds to recompute `tokens` tokens at prompt positions pos .. pos+tokens-1.
+ * @return seconds (> 0), or -1.0 if m is NULL or has neither params nor prefill_tok_s.
+ */
+double kvt_recompute_seconds(const kvt_model_desc *m, uint64_t pos, uint32_t tokens);
+
+/**
+ * Choose the engine's placement policy (default "lru"):
+ *  - "lru":   each tenant's least recently used blocks are evicted first (per tier).
+ *  - "lfu":   among the 8 stalest evictable candidates of the tier, the one with the lowest
+ *             access count, aged with a 600 s half-life, goes first.
+ *  - "drain": among the same candidates, the one whose place in the tier saves the least
+ *             money per byte-second under the cost model goes first; and at each put the
+ *             cost model decides per block: a block whose cheapest option for its expected
+ *             reuse interval (TTL hint, else 300 s) is recomputation is not written through
+ *             (it stays in DRAM only, the first to go), and a block cheapest on nvme/disk
+ *             (e.g. a "5m" hint on a large model) has its DRAM copy freed as soon as it is
+ *             persisted. Without persistent tiers drain only changes the victim order.
+ * Every policy evicts only the tenant's own unpinned blocks (invariants 4 and 5).
+ * @param[in] policy  "lru", "lfu" or "drain".
+ * @return 0; -EINVAL (NULL, unknown name).
+ */
+int kvt_options_set_policy(kvt_options *opts, const char *policy);
+
+/** The model the policies cost recomputation with (copied; default Llama-3-8B).
+ *  @return 0; -EINVAL (NULL, no params and no prefill_tok_s). */
+int kvt_options_set_model(kvt_options *opts, const kvt_model_desc *model);
+
+/**
+ * A tier's bandwidths as the cost model and kvt_lease_plan() see them (measured ones, e.g.
+ * from `kvtier probe --write`), bytes/s; 0 keeps the default (the tier's bandwidth cap if
+ * kvt_options_set_tier gave one, else the documented figures: DRAM 55.2 GB/s over PCIe,
+ * nvme 3.0 GB/s, disk 0.2 GB/s). Does not limit any I/O.
+ * @return 0; -EINVAL (tier not DRAM/NVME/DISK, negative or NaN).
+ */
+int kvt_options_set_tier_perf(kvt_options *opts, kvt_tier tier, double read_bw, double write_bw);
+
+/**
+ * Parse a TTL: <digits><unit> groups, units d, h, m, s in that order ("5m", "1h", "2h30m").
+ * @param[out] ttl_s seconds (> 0).
+ * @return 0; -EINVAL (malformed, zero); -ERANGE (a group of more than 9 digits).
+ */
+int kvt_ttl_parse(const char *s, double *ttl_s);
+
+/** Options of kvt_put_ex(). Zero-initialise. */
+typedef struct kvt_put_opts {
+    const char *ttl; /**< TTL hint as kvt_ttl_parse() reads it ("5m"), or NULL */
+    double ttl_s;    /**< TTL hint in seconds, used when ttl is NULL; 0: none */
+} kvt_put_opts;
+
+/**
+ * kvt_put with a TTL hint for the blocks this call newly stores. A block's deadline is its
+ * last use (match with a lease, or put through it) + TTL: after it the block is a miss for
+ * every match and is dropped lazily, with the blocks cached after it, when a match reaches
+ * it (unless a lease pins it). The deadline is recorded in the catalog (a warm restart drops
+ * expired blocks). The drain policy also uses the TTL as the block's expected reuse interval.
+ * With o == NULL it is kvt_put().
+ * @return as kvt_put(); -EINVAL also for a malformed o->ttl or a negative/NaN o->ttl_s.
+ */
+int kvt_put_ex(kvt_ns *ns, const uint32_t *tokens, size_t n_tokens, const void *const *blocks,
+               const kvt_put_opts *o, size_t *stored);
+/** kvt_put_ex for a KVT_NS_KEYS namespace. */
+int kvt_put_keys_ex(kvt_ns *ns, const uint64_t *keys, size_t n_keys, const void *const *blocks,
+                    const kvt_put_opts *o, size_t *stored);
+
+/** A tier as the engine's cost model sees it. */
+typedef struct kvt_tier_info {
+    kvt_tier tier;
+    const char *name;      /**< "hbm", "dram", "nvme", "disk" (static) */
+    uint64_t capacity;     /**< bytes (configured; HBM: the modeled GPU's 80 GiB) */
+    double read_bw;        /**< bytes/s toward the GPU, before the link */
+    double write_bw;       /**< bytes/s */
+    double link_bw;        /**< bytes/s of the host->GPU link a load crosses (0: none) */
+    double latency_s;      /**< per request */
+    double usd_per_byte_s; /**< hold price */
+    double drain_s;        /**< capacity / min(read_bw, link_bw) */
+} kvt_tier_info;
+
+/**
+ * The engine's tiers, fastest first, HBM (modeled, not managed) included.
+ * @param[out] out    room for n entries (may be NULL with n == 0).
+ * @param[out] count  the number of tiers (may exceed n: only n are written).
+ * @return 0; -EINVAL.
+ */
+int kvt_engine_tiers(kvt_engine *eng, kvt_tier_info *out, size_t n, size_t *count);
+
+/** One block of a load plan. */
+typedef struct kvt_plan_block {
+    kvt_tier tier; /**< the fastest tier holding it when planned */
+    int load;      /**< 1: load it, 0: recompute it (loading would not be faster) */
+    double time_s; /**< its transfer time (load) or recompute time */
+} kvt_plan_block;
+
+/** A load plan (kvt_lease_plan). */
+typedef struct kvt_plan {
+    size_t n_blocks, n_load, n_recompute;
+    double load_s;          /**< latency + Σ loaded bytes / bandwidth */
+    double compute_s;       /**< suffix + Σ recomputed blocks */
+    double total_s;         /**< max(load_s, compute_s): loads overlap compute layer-wise */
+    double all_recompute_s; /**< with no cache at all: suffix + every block recomputed */
+} kvt_plan;
+
+/**
+ * Plan a lease: for each block, load it from its fastest tier or recompute it, minimising
+ * max(load, compute) with the engine's tier bandwidths (kvt_engine_tiers) and the model's
+ * recompute cost; total_s <= all_recompute_s always: a caller never waits on a load slower
+ * than recomputation. The plan is advice; kvt_read() still reads whatever it is asked.
+ * @param[in]  lease          a lease (blocks 0 .. kvt_lease_blocks()-1).
+ * @param[in]  model          NULL: the engine's model (kvt_options_set_model).
+ * @param[in]  suffix_tokens  tokens the request computes anyway after the lease's blocks
+ *                            (its uncached tail); loads hide behind that compute.
+ * @param[out] out            totals.
+ * @param[out] blocks         NULL, or room for kvt_lease_blocks() entries.
+ * @return 0; -EINVAL; -ENOMEM.
+ */
+int kvt_lease_plan(const kvt_lease *lease, const kvt_model_desc *model, size_t suffix_tokens,
+                   kvt_plan *out, kvt_plan_block *blocks);
+
+/**
+ * Offline bounds over a trace of block ids (`kvtier analyze`): Belady's optimum (MIN with
+ * bypass: no policy gets more hits in one tier of `capacity` equal blocks) and demand LRU.
+ * @param[in]  ids       n block ids.
+ * @param[out] hits      the hit count.
+ * @return 0; -EINVAL; -E2BIG; -ENOMEM.
+ */
+int kvt_belady_hits(const uint64_t *ids, size_t n, size_t capacity, size_t *hits);
+int kvt_lru_trace_hits(const uint64_t *ids, size_t n, size_t capacity, size_t *hits);
 
 #ifdef __cplusplus
 }

@@ -104,6 +104,10 @@ _OPTIONAL: Dict[str, Optional[tuple]] = {
     "kvt_flush": None,
     "kvt_prefetch": None,
     "kvt_lease_block_tier": None,
+    # the HBM tier (kvtier.h, "the HBM tier")
+    "kvt_options_set_hbm_bytes": (c_int, [_P, c_uint64, c_int]),
+    "kvt_lease_load_hbm": (c_int, [_P, c_size_t, c_size_t, _P, _P]),
+    "kvt_lease_gather_layer": (c_int, [_P, c_size_t, c_size_t, c_uint32, _P, _P, c_uint64, c_uint32, _P]),
 }
 
 
