@@ -110,6 +110,22 @@ static const char *fmt_size(char *buf, size_t n, uint64_t bytes)
     return buf;
 }
 
+/* A duration in seconds as "850 us", "12.3 ms", "4.5 s", "3.2 min", "1.5 h". */
+static const char *fmt_secs(char *buf, size_t n, double s)
+{
+    if (s < 1e-3)
+        snprintf(buf, n, "%.0f us", s * 1e6);
+    else if (s < 1)
+        snprintf(buf, n, "%.1f ms", s * 1e3);
+    else if (s < 120)
+        snprintf(buf, n, "%.1f s", s);
+    else if (s < 7200)
+        snprintf(buf, n, "%.1f min", s / 60);
+    else
+        snprintf(buf, n, "%.1f h", s / 3600);
+    return buf;
+}
+
 static double now_us(void)
 {
     struct timespec ts;
@@ -242,6 +258,8 @@ typedef struct info_run {
     uint64_t block_footprint; /* bytes of DRAM slots one block takes */
     kvt_stats st;             /* with the self-check's blocks stored (shown in the tables) */
     int have_st;
+    kvt_tier_info tiers[4];   /* the cost model's view of the tiers, fastest first */
+    size_t n_tiers;
     sc_step steps[SC_MAX_STEPS];
     int n_steps;
     int passed;
@@ -658,7 +676,14 @@ static void print_text(const info_run *r)
     printf("tiers%s\n", r->have_st ? " (used: with the self-check's 4 blocks stored)" : "");
     printf("  %-5s %-9s %10s %10s %7s %10s %7s  %-19s %s\n", "tier", "state", "capacity",
            "slot", "slots", "used", "blocks", "huge pages", "CUDA pinned");
-    printf("  %-5s %-9s\n", "hbm", "not managed by the engine");
+    if (r->have_st && st->hbm_state == 1 && st->hbm_capacity)
+        printf("  %-5s %-9s %10s %10s %7s %10s %7" PRIu64 "\n", "hbm", "on",
+               fmt_size(a, sizeof a, st->hbm_capacity), "-", "-",
+               fmt_size(b, sizeof b, st->hbm_used), st->tier_blocks[KVT_TIER_HBM]);
+    else
+        printf("  %-5s %s\n", "hbm", !r->have_st ? "?" : st->hbm_state == 1 ? "on (no pool yet)"
+                                 : st->hbm_state == 2 ? "off (asked for, no usable GPU)"
+                                                       : "off (not asked for)");
     if (r->have_st && st->dram_capacity) {
         uint64_t slot = r->slot_bytes ? r->slot_bytes : r->block_bytes;
         printf("  %-5s %-9s %10s %10s %7" PRIu64 " %10s %7" PRIu64 "  %-19s %s\n", "dram", "on",
@@ -680,6 +705,25 @@ static void print_text(const info_run *r)
         }
     }
     printf("\n");
+
+    if (r->n_tiers) {
+        printf("cost model (what placement assumes per tier; drain = capacity / read rate)\n");
+        printf("  %-5s %10s %11s %11s %9s %10s %9s\n", "tier", "capacity", "read GB/s",
+               "link GB/s", "latency", "$/GiB-h", "drain");
+        for (size_t i = 0; i < r->n_tiers; i++) {
+            const kvt_tier_info *t = &r->tiers[i];
+            char lk[32], lat[32], dr[32];
+            if (t->link_bw > 0)
+                snprintf(lk, sizeof lk, "%.1f", t->link_bw / 1e9);
+            else
+                snprintf(lk, sizeof lk, "-");
+            printf("  %-5s %10s %11.1f %11s %9s %10.4f %9s\n", t->name ? t->name : "?",
+                   fmt_size(a, sizeof a, t->capacity), t->read_bw / 1e9, lk,
+                   fmt_secs(lat, sizeof lat, t->latency_s),
+                   t->usd_per_byte_s * 1073741824.0 * 3600.0, fmt_secs(dr, sizeof dr, t->drain_s));
+        }
+        printf("\n");
+    }
 
     printf("self-check (namespace kvtier-selfcheck, %u layers x %u KV heads x %u dims, bf16, "
            "%u-token blocks of %s)\n",
@@ -723,7 +767,10 @@ static void print_json(const info_run *r)
     printf("  \"persistent\": %s,\n  \"io_backend\": ", st->persistent ? "true" : "false");
     json_str(stdout, st->io_backend);
     printf(",\n  \"tiers\": [\n");
-    printf("    {\"name\": \"hbm\", \"on\": false},\n");
+    printf("    {\"name\": \"hbm\", \"on\": %s, \"state\": %u, \"capacity_bytes\": %" PRIu64
+           ", \"used_bytes\": %" PRIu64 ", \"blocks\": %" PRIu64 "},\n",
+           st->hbm_state == 1 ? "true" : "false", st->hbm_state, st->hbm_capacity, st->hbm_used,
+           st->tier_blocks[KVT_TIER_HBM]);
     printf("    {\"name\": \"dram\", \"on\": true, \"capacity_bytes\": %" PRIu64
            ", \"slot_bytes\": %" PRIu64 ", \"used_bytes\": %" PRIu64 ", \"blocks\": %" PRIu64
            ", \"hugepages\": \"%s\", \"cuda_pinned\": %s},\n",
@@ -738,6 +785,17 @@ static void print_json(const info_run *r)
                tier_names[t], on ? "true" : "false", on ? st->tier_capacity[t] : 0,
                on ? st->tier_used[t] : 0, on ? st->tier_blocks[t] : 0,
                t == KVT_TIER_DISK ? "" : ",");
+    }
+    printf("  ],\n  \"cost_model\": [\n");
+    for (size_t i = 0; i < r->n_tiers; i++) {
+        const kvt_tier_info *t = &r->tiers[i];
+        printf("    {\"tier\": ");
+        json_str(stdout, t->name ? t->name : "?");
+        printf(", \"capacity_bytes\": %" PRIu64 ", \"read_bw\": %.6g, \"write_bw\": %.6g"
+               ", \"link_bw\": %.6g, \"latency_s\": %.6g, \"usd_per_byte_s\": %.6g"
+               ", \"drain_s\": %.6g}%s\n",
+               t->capacity, t->read_bw, t->write_bw, t->link_bw, t->latency_s, t->usd_per_byte_s,
+               t->drain_s, i + 1 < r->n_tiers ? "," : "");
     }
     printf("  ],\n");
     printf("  \"self_check\": {\n    \"passed\": %s,\n    \"block_bytes\": %" PRIu64
@@ -936,6 +994,11 @@ static int cmd_info(int argc, char **argv)
     }
 
     self_check(r, &eng);
+    if (eng) {
+        size_t n = 0;
+        if (kvt_engine_tiers(eng, r->tiers, 4, &n) == 0)
+            r->n_tiers = n < 4 ? n : 4;
+    }
 
     if (json)
         print_json(r);

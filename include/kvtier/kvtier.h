@@ -713,6 +713,170 @@ int kvt_lease_plan(const kvt_lease *lease, const kvt_model_desc *model, size_t s
 int kvt_belady_hits(const uint64_t *ids, size_t n, size_t capacity, size_t *hits);
 int kvt_lru_trace_hits(const uint64_t *ids, size_t n, size_t capacity, size_t *hits);
 
+/* ---------------------------------------------------------------- the HBM tier (GPU)
+ *
+ * With kvt_options_set_hbm_bytes() the engine keeps a block pool in GPU memory, its fourth
+ * tier: kvt_lease_load_hbm() makes a lease's blocks resident there and hands back their pool
+ * indices (a block-table row), which the paged attention launchers below (or the caller's
+ * own kernels) use directly. The pool has exactly the host block layout, block-major:
+ *
+ *   pool  [num_blocks][layers][2 (K, V)][block_tokens][kv_heads][head_dim]   dtype, device
+ *
+ *   K(b, l, t, h, :) = pool + ((b*layers + l)*2 + 0)*bt*H*D + (t*H + h)*D   (elements)
+ *   V(b, l, t, h, :) = K(b, l, t, h, :) + bt*H*D
+ *
+ * so a DRAM block reaches HBM in one contiguous copy (straight from the CUDA-registered
+ * arena: no staging) and a kernel for layer l sees per block a [2][bt][H][D] page at a
+ * stride of layers*2*bt*H*D elements (FlashInfer's paged layout with a page stride).
+ *
+ * The pool takes the layout of the first namespace that calls kvt_hbm_pool() or
+ * kvt_lease_load_hbm() (as the DRAM slot size follows the first namespace); namespaces of
+ * another layout get KVT_EBADLAYOUT from both. HBM copies are pinned while a lease that
+ * loaded them lives (kvt_release unpins); unpinned copies stay cached for later leases and
+ * are evicted least recently used when the pool is full, only the loading tenant's own
+ * (never pinned ones: invariant 4; never another tenant's: invariant 5). A block dropped
+ * from the index (eviction, kvt_remove) loses its HBM copy with it.
+ *
+ * Streams: every GPU call takes a cudaStream_t as void * (NULL: the legacy default stream)
+ * and is asynchronous on it. The caller must not kvt_release() the lease before the stream
+ * has passed the load's copies and every kernel that uses its block table (e.g.
+ * cudaStreamSynchronize or an event): the release makes the blocks evictable and their DRAM
+ * slots reusable. Another lease's load on another stream that finds a block resident makes
+ * its stream wait for the copy that brought it in (an event), so kernels never see a block
+ * before its bytes.
+ *
+ * Without a CUDA build or without a usable GPU every function in this section returns
+ * -ENODEV (kvt_options_set_hbm_bytes excepted: see there).
+ */
+
+/**
+ * Give the engine an HBM tier of `bytes` of GPU memory (whole blocks of the first layout;
+ * the pool is allocated on the device current at the first kvt_hbm_pool/kvt_lease_load_hbm
+ * call). 0 (the default): no HBM tier.
+ * @param[in] required  0: without a usable GPU (or in simulation) kvt_engine_open ignores
+ *                      the setting and kvt_stats.hbm_state reports 2; 1: kvt_engine_open
+ *                      fails with -ENODEV instead.
+ * @return 0; -EINVAL (opts NULL).
+ */
+int kvt_options_set_hbm_bytes(kvt_options *opts, uint64_t bytes, int required);
+
+/** The HBM pool as kernels see it. */
+typedef struct kvt_hbm_pool_info {
+    void *base;           /**< device pointer to block 0 (layout above); 256-byte aligned */
+    uint64_t block_bytes; /**< bytes of one block slab (kvt_layout_block_bytes) */
+    uint32_t num_blocks;  /**< pool indices are 0 .. num_blocks - 1 */
+    int device;           /**< CUDA device ordinal */
+    kvt_layout layout;    /**< the pool's block layout */
+} kvt_hbm_pool_info;
+
+/**
+ * Describe the HBM pool, creating it now (with ns's layout) if this is the first call.
+ * @return 0; -EINVAL; -ENODEV (no HBM tier: not asked for, no GPU, or no CUDA build);
+ *         KVT_EBADLAYOUT (the pool has another layout); -ENOMEM (GPU memory).
+ */
+int kvt_hbm_pool(kvt_ns *ns, kvt_hbm_pool_info *out);
+
+/**
+ * Make blocks [first, first + n) of a lease resident in HBM and return their pool indices.
+ * For each block: an HBM copy already there is reused (and its stream dependency honoured);
+ * else the block is copied from its DRAM slot (a batched copy from the registered arena at
+ * PCIe speed; through a pageable copy when the arena is not registered); a block only on
+ * nvme/disk is first read and verified by the same path as kvt_read() (promoted into DRAM
+ * when there is room) and then copied. New copies evict the tenant's least recently used
+ * unpinned HBM copies when the pool is full. Every returned block is pinned in HBM until
+ * kvt_release(lease). Loads are serialised engine-wide (they share one PCIe link).
+ * @param[in]  lease        a lease from kvt_match().
+ * @param[out] block_table  [n] int32 pool indices, block i of the range at block_table[i]
+ *                          (host memory; copy it to the device for kernels).
+ * @param[in]  cuda_stream  the stream the copies run on.
+ * @return 0; -EINVAL; -ERANGE (first + n beyond the lease); -ENODEV; KVT_EBADLAYOUT;
+ *         -ENOSPC (the pool is full of pinned or other tenants' blocks; nothing of this call
+ *         stays pinned); KVT_ECORRUPT / -EIO as kvt_read(); -ENOMEM.
+ */
+int kvt_lease_load_hbm(kvt_lease *lease, size_t first, size_t n, int32_t *block_table,
+                       void *cuda_stream);
+
+/**
+ * Copy one layer of blocks [first, first + n) of a lease into per-layer K and V device
+ * buffers laid out heads-outer (Hugging Face DynamicCache: [1][kv_heads][T][head_dim]),
+ * permuting on the GPU in the same pass:
+ *
+ *   k_dst[h*head_stride + (i*bt + t)*head_dim + d] = K of block first+i, token t, head h
+ *   v_dst[...]                                     = V of the same
+ *
+ * Each block is read where it is fastest: its HBM copy (if this lease loaded it), else its
+ * DRAM slot straight from the registered arena (the SMs read host memory over PCIe: no
+ * staging, no host copy), else it is loaded into HBM first (kvt_lease_load_hbm) or, without
+ * an HBM tier, promoted into DRAM. One call per layer lets a caller start layer l's compute
+ * while layer l+1 is still in flight (record an event after each call).
+ * @param[in] layer        < layout.layers.
+ * @param[in] head_stride  elements between heads in k_dst/v_dst, >= n*bt*head_dim.
+ * @param[in] ctas         CTAs of the copy kernel (0: two per SM; fewer leave room for
+ *                         concurrent kernels).
+ * @return 0; -EINVAL (NULL, misaligned buffers, head_dim*dtype not a multiple of 16 bytes,
+ *         the arena not device-addressable); -ERANGE; -ENODEV; -ENOSPC; as kvt_read().
+ */
+int kvt_lease_gather_layer(kvt_lease *lease, size_t first, size_t n, uint32_t layer,
+                           void *k_dst, void *v_dst, uint64_t head_stride, uint32_t ctas,
+                           void *cuda_stream);
+
+/**
+ * One paged attention call over one layer of the HBM pool (or any device buffer in the
+ * pool layout). Shapes, in elements of the layout's dtype unless said (device memory):
+ *
+ *   q          [total_q][num_qo_heads][head_dim]             16-byte aligned
+ *   out        [total_q][num_qo_heads][head_dim]             16-byte aligned
+ *   pool       kvt_hbm_pool_info.base
+ *   qo_indptr  [num_seqs + 1] int32: sequence s's queries are rows qo_indptr[s] ..
+ *              qo_indptr[s+1]-1 of q; NULL = decode (one query per sequence, row s)
+ *   kv_indptr  [num_seqs + 1] int32; kv_indices [kv_indptr[num_seqs]] int32 pool indices
+ *              (the tables kvt_lease_load_hbm returned, concatenated): entry j of row s
+ *              holds the sequence's tokens [j*bt, (j+1)*bt)
+ *   kv_lens    [num_seqs] int32: tokens in the cache for sequence s INCLUDING its q_len new
+ *              tokens, whose K/V the caller has written to the pool first
+ *
+ * Query i of sequence s (q_len = qo_indptr[s+1] - qo_indptr[s]) is at position
+ * kv_lens[s] - q_len + i and attends causally to positions 0 .. that position (decode: the
+ * whole cache). GQA: query head hq uses KV head hq / (num_qo_heads / kv_heads).
+ * out = softmax(q K^T * sm_scale) V, fp32 accumulation. dtype BF16 or FP16; head_dim 64 or
+ * 128; num_qo_heads / kv_heads in 1..8.
+ */
+typedef struct kvt_attn_args {
+    kvt_layout layout;     /**< the pool's layout (kvt_hbm_pool_info.layout) */
+    uint32_t layer;        /**< < layout.layers */
+    uint32_t num_qo_heads;
+    uint32_t num_seqs;
+    uint32_t total_q;      /**< rows of q (num_seqs for decode) */
+    uint32_t max_q_len;    /**< longest q_len (1 for decode) */
+    uint32_t max_kv_len;   /**< longest kv_lens[s] (host-side scalar: sizes the split) */
+    uint32_t num_blocks;   /**< blocks in the pool (checks) */
+    float sm_scale;        /**< 0 = 1/sqrt(head_dim) */
+    const void *pool;
+    const void *q;
+    void *out;
+    const int32_t *qo_indptr;
+    const int32_t *kv_indptr;
+    const int32_t *kv_indices;
+    const int32_t *kv_lens;
+} kvt_attn_args;
+
+/**
+ * Device scratch kvt_attn_run can use for split-K (long caches, few sequences).
+ * @return 0; -EINVAL (unsupported shapes); -ENODEV.
+ */
+int kvt_attn_workspace_bytes(const kvt_attn_args *args, size_t *bytes);
+
+/**
+ * Launch paged attention (decode when args->qo_indptr is NULL, else extend/prefill) on a
+ * stream. With less workspace than kvt_attn_workspace_bytes() it runs without split-K
+ * (correct, slower for long caches at small batch).
+ * @param[in] workspace  device memory, or NULL with workspace_bytes 0.
+ * @return 0; -EINVAL (unsupported or inconsistent shapes, misaligned q/out/pool); -ENODEV;
+ *         -EIO (the launch failed).
+ */
+int kvt_attn_run(const kvt_attn_args *args, void *workspace, size_t workspace_bytes,
+                 void *cuda_stream);
+
 #ifdef __cplusplus
 }
 #endif
