@@ -709,7 +709,7 @@ static void print_text(const info_run *r)
     if (r->n_tiers) {
         printf("cost model (what placement assumes per tier; drain = capacity / read rate)\n");
         printf("  %-5s %10s %11s %11s %9s %10s %9s\n", "tier", "capacity", "read GB/s",
-               "link GB/s", "latency", "$/GiB-h", "drain");
+               "link GB/s", "latency", "$/GiB-mo", "drain");
         for (size_t i = 0; i < r->n_tiers; i++) {
             const kvt_tier_info *t = &r->tiers[i];
             char lk[32], lat[32], dr[32];
@@ -717,10 +717,12 @@ static void print_text(const info_run *r)
                 snprintf(lk, sizeof lk, "%.1f", t->link_bw / 1e9);
             else
                 snprintf(lk, sizeof lk, "-");
-            printf("  %-5s %10s %11.1f %11s %9s %10.4f %9s\n", t->name ? t->name : "?",
+            /* hold price per GiB and 30-day month, the unit storage is usually priced in */
+            printf("  %-5s %10s %11.1f %11s %9s %10.3g %9s\n", t->name ? t->name : "?",
                    fmt_size(a, sizeof a, t->capacity), t->read_bw / 1e9, lk,
                    fmt_secs(lat, sizeof lat, t->latency_s),
-                   t->usd_per_byte_s * 1073741824.0 * 3600.0, fmt_secs(dr, sizeof dr, t->drain_s));
+                   t->usd_per_byte_s * 1073741824.0 * 86400.0 * 30.0,
+                   fmt_secs(dr, sizeof dr, t->drain_s));
         }
         printf("\n");
     }

@@ -58,6 +58,8 @@ expect 0 '^self-check passed$' -- info --dram-bytes 64M
 expect 0 '^  dram +on +64\.00 MiB +2\.00 MiB +32 ' -- info --dram-bytes 64M
 expect 0 '^  dram +on +64\.00 MiB +1\.00 MiB +64 ' -- info --dram-bytes=64M --slot-bytes=1M
 expect 0 '"passed": true' -- info --dram-bytes 16MiB --json
+expect 0 '^  dram +64\.00 MiB +[0-9.]+ +[0-9.-]+ +[0-9.]+ [um]?s ' -- info --dram-bytes 64M # cost model
+expect 0 '"cost_model": \[' -- info --dram-bytes 16M --json
 expect 1 'has 4\.00 MiB free; the self-check needs 8\.00 MiB \(4 blocks\): raise --dram-bytes' -- info --dram-bytes 4M
 expect 2 '--nvme-bytes and --disk-bytes need --data-dir' -- info --disk-bytes 1G
 expect 0 '^self-check passed$' -- info # embedded defaults (1 GiB)
