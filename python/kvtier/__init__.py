@@ -17,17 +17,20 @@ first use. The library is found through $KVTIER_LIB, beside this package, or the
 from __future__ import annotations
 
 from ._lib import library_path
-from .core import Cache, DType, Layout, Lease, Namespace, Stats, features, parse_size, version
-from .errors import (BadLayoutError, BusyError, ClosedError, FeatureUnavailableError,
-                     InvalidArgumentError, InvalidNameError, KvtierError, LeasesOpenError,
-                     ModeError, NoDataError, NoSpaceError, NotFoundError, OutOfMemoryError,
-                     RangeError, SizeError, error_class, strerror)
+from .core import (Cache, DType, HbmPool, Layout, Lease, Namespace, Plan, Stats, Tier, TierInfo, features,
+                   parse_size, parse_ttl, version)
+from .errors import (BadLayoutError, BusyError, CatalogError, ClosedError, CorruptBlockError,
+                     DeviceUnavailableError, FeatureUnavailableError, InvalidArgumentError,
+                     InvalidNameError, KvtierError, LeasesOpenError, ModeError, NoDataError,
+                     NoSpaceError, NotFoundError, OutOfMemoryError, RangeError, SizeError,
+                     TierIOError, error_class, strerror)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Cache", "Namespace", "Lease", "Layout", "DType", "Stats", "version", "features",
-    "parse_size", "library_path", "strerror", "error_class",
+    "Cache", "Namespace", "Lease", "Layout", "DType", "Stats", "Tier", "TierInfo", "HbmPool",
+    "Plan", "version", "features", "parse_size", "parse_ttl", "library_path", "strerror",
+    "error_class", "DeviceUnavailableError", "CorruptBlockError", "CatalogError", "TierIOError",
     "KvtierError", "InvalidArgumentError", "OutOfMemoryError", "NoSpaceError", "BusyError",
     "RangeError", "NotFoundError", "NoDataError", "BadLayoutError", "SizeError", "ModeError",
     "InvalidNameError", "LeasesOpenError", "ClosedError", "FeatureUnavailableError",

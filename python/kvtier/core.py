@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import enum
 import errno
 import json
 import os
 import re
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from ctypes import byref, c_size_t, c_uint64, c_void_p
@@ -28,8 +30,27 @@ import numpy as np
 from . import _lib
 from .errors import ClosedError, FeatureUnavailableError, RangeError, check
 
-__all__ = ["DType", "Layout", "Stats", "Cache", "Namespace", "Lease", "parse_size", "version",
-           "features"]
+__all__ = ["DType", "Layout", "Stats", "Cache", "Namespace", "Lease", "Tier", "TierInfo",
+           "HbmPool", "Plan", "parse_size", "parse_ttl", "version", "features"]
+
+
+class Tier(enum.IntEnum):
+    """kvt_tier: the tiers, fastest first. A block may have copies in several."""
+
+    HBM = 0
+    DRAM = 1
+    NVME = 2
+    DISK = 3
+
+    @classmethod
+    def of(cls, t: Union["Tier", int, str]) -> "Tier":
+        """A Tier from a Tier, its int value or its name ('nvme', 'DRAM', ...)."""
+        if isinstance(t, str):
+            try:
+                return cls[t.upper()]
+            except KeyError:
+                raise ValueError(f"unknown tier {t!r} (hbm, dram, nvme or disk)") from None
+        return cls(int(t))
 
 # ---------------------------------------------------------------- dtypes
 
@@ -176,6 +197,32 @@ def version() -> str:
     return _lib.lib().kvt_version().decode()
 
 
+def parse_ttl(ttl: Union[str, int, float]) -> float:
+    """Seconds of a TTL: a number, or kvt_ttl_parse's "<digits><unit>" groups ("5m", "2h30m")."""
+    if isinstance(ttl, bool):
+        raise TypeError("ttl must not be a bool")
+    if isinstance(ttl, (int, float, np.integer, np.floating)):
+        if not ttl > 0:
+            raise ValueError(f"ttl must be > 0, got {ttl!r}")
+        return float(ttl)
+    out = ctypes.c_double()
+    check(_lib.require("kvt_ttl_parse")(str(ttl).encode(), byref(out)), "kvt_ttl_parse", repr(ttl))
+    return out.value
+
+
+def _stream(stream: Any) -> c_void_p:
+    """A cudaStream_t for the GPU calls: None = torch's current stream when torch is loaded
+    (else the legacy default stream), an int handle, or a torch.cuda.Stream."""
+    if stream is None:
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            return c_void_p(torch.cuda.current_stream().cuda_stream or None)
+        return c_void_p(0)
+    if isinstance(stream, int):
+        return c_void_p(stream or None)
+    return c_void_p(int(stream.cuda_stream) or None)
+
+
 def features() -> dict:
     """Which optional C functions the loaded library exports and this package binds."""
     _lib.load()
@@ -268,17 +315,139 @@ class Stats:
     namespaces: int
     dram_hugepages: int
     dram_cuda_pinned: int
+    # persistent tiers (0 / empty with an older library); tier_* are indexed by Tier
+    tier_capacity: Tuple[int, int, int, int] = (0, 0, 0, 0)
+    tier_used: Tuple[int, int, int, int] = (0, 0, 0, 0)
+    tier_blocks: Tuple[int, int, int, int] = (0, 0, 0, 0)
+    tier_reads: Tuple[int, int, int, int] = (0, 0, 0, 0)
+    tier_writes: Tuple[int, int, int, int] = (0, 0, 0, 0)
+    tier_bytes_read: Tuple[int, int, int, int] = (0, 0, 0, 0)
+    tier_bytes_written: Tuple[int, int, int, int] = (0, 0, 0, 0)
+    demotions: int = 0
+    promotions: int = 0
+    checksum_failures: int = 0
+    io_errors: int = 0
+    blocks_dropped_bad: int = 0
+    persisted_blocks: int = 0
+    wt_failures: int = 0
+    unpersisted_blocks: int = 0
+    flushes: int = 0
+    restored_blocks: int = 0
+    restore_dropped: int = 0
+    persistent: int = 0
+    simulate: int = 0
+    io_backend: str = ""
+    # the HBM tier: hbm_state 0 not asked for, 1 on, 2 asked for but no usable GPU
+    hbm_state: int = 0
+    hbm_capacity: int = 0
+    hbm_used: int = 0
+    hbm_pinned_blocks: int = 0
+    hbm_loads: int = 0
+    hbm_load_bytes: int = 0
+    hbm_hits: int = 0
+    hbm_evictions: int = 0
 
     @property
     def hit_rate(self) -> float:
         return self.hit_tokens / self.lookup_tokens if self.lookup_tokens else 0.0
+
+    @classmethod
+    def _from_c(cls, s: "_lib.Stats_c") -> "Stats":
+        kw = {}
+        for name, _ in _lib.Stats_c._fields_:
+            if name == "hbm_pad_":
+                continue
+            v = getattr(s, name)
+            if name == "io_backend":
+                v = v.decode("utf-8", "replace")
+            elif isinstance(v, ctypes.Array):
+                v = tuple(int(x) for x in v)
+            else:
+                v = int(v)
+            kw[name] = v
+        return cls(**kw)
+
+
+@dataclasses.dataclass(frozen=True)
+class TierInfo:
+    """A tier as the engine's cost model sees it (struct kvt_tier_info; kvt_engine_tiers)."""
+
+    tier: Tier
+    name: str
+    capacity: int
+    read_bw: float
+    write_bw: float
+    link_bw: float
+    latency_s: float
+    usd_per_byte_s: float
+    drain_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """kvt_lease_plan: per block load or recompute (``blocks``: (tier, load, time_s))."""
+
+    n_blocks: int
+    n_load: int
+    n_recompute: int
+    load_s: float
+    compute_s: float
+    total_s: float
+    all_recompute_s: float
+    blocks: Tuple[Tuple[Tier, bool, float], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class HbmPool:
+    """The engine's HBM pool as kernels see it (struct kvt_hbm_pool_info; kvt_hbm_pool).
+
+    ``base`` is a device pointer to block 0 of ``[num_blocks][layers][2][bt][H][D]`` elements
+    of the layout's dtype on CUDA device ``device`` (the host block layout, block-major).
+    """
+
+    base: int
+    block_bytes: int
+    num_blocks: int
+    device: int
+    layout: Layout
+
+    def as_tensor(self):
+        """A torch view (no copy) of the pool: ``[num_blocks, layers, 2, bt, H, D]`` on
+        ``cuda:device``. Valid while the engine is open; the engine writes into it."""
+        import torch
+
+        lay = self.layout
+        shape = (self.num_blocks,) + lay.block_shape
+        typestr = {1: "<f2", 2: "<i2", 3: "<f4", 4: "|u1"}[lay.dtype]
+
+        class _Dev:
+            __cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (self.base, False),
+                                        "version": 2, "strides": None}
+
+        with torch.cuda.device(self.device):
+            t = torch.as_tensor(_Dev(), device=f"cuda:{self.device}")
+        return t.view(DType.torch(lay.dtype)) if lay.dtype == DType.BF16 else t
 
 
 # ---------------------------------------------------------------- the cache
 
 
 _HUGEPAGES = {"auto": 0, "off": 1, "on": 2, False: 1, True: 2, 0: 0, 1: 1, 2: 2}
-_CONFIG_KEYS = ("dram_bytes", "slot_bytes", "hugepages", "cuda_pin", "tenant_quotas", "data_dir")
+_CONFIG_KEYS = ("dram_bytes", "slot_bytes", "hugepages", "cuda_pin", "tenant_quotas", "data_dir",
+                "nvme", "disk", "io_depth", "io_force_pool", "backpressure_ms", "simulate", "policy",
+                "hbm_bytes", "hbm_required")
+
+
+def _tier_cfg(v: Any) -> Tuple[Optional[str], int, int]:
+    """(path, capacity, bw) from a size ('4G') or a mapping {path, capacity, bw}."""
+    if isinstance(v, Mapping):
+        unknown = set(v) - {"path", "capacity", "bw"}
+        if unknown:
+            raise ValueError(f"unknown tier keys {sorted(unknown)} (path, capacity, bw)")
+        path = v.get("path")
+        return (os.fspath(path) if path else None, parse_size(v.get("capacity", 0)),
+                parse_size(v.get("bw", 0)))
+    return None, parse_size(v), 0
 
 
 def _load_config(config: Union[None, str, os.PathLike, Mapping[str, Any]]) -> dict:
@@ -311,8 +480,17 @@ class Cache:
     - ``slot_bytes``: DRAM slot size (0 = the first namespace's block size);
     - ``hugepages``: 'auto' | 'off' | 'on';
     - ``cuda_pin``: register the DRAM arena with CUDA when a GPU is present (default True);
-    - ``tenant_quotas``: {tenant: bytes} DRAM quotas;
-    - ``data_dir``: needs a library with the nvme tier (else FeatureUnavailableError).
+    - ``tenant_quotas``: {tenant: bytes} DRAM quotas, or {tenant: {tier: bytes}};
+    - ``data_dir``: make the engine persistent (catalog, nvme and disk tiers under it);
+    - ``nvme``, ``disk``: a capacity ('4G'; 0 disables the tier) or a mapping
+      ``{path, capacity, bw}`` (kvt_options_set_tier; defaults: nvme off, disk 1 GiB);
+    - ``io_depth``, ``io_force_pool``, ``backpressure_ms``: persistent-tier I/O options;
+    - ``simulate``: data-free simulation (no bytes stored);
+    - ``policy``: 'lru' (default), 'lfu' or 'drain' (kvt_options_set_policy);
+    - ``hbm_bytes``: GPU memory for the engine's HBM tier (0: none); ``hbm_required``: fail
+      with DeviceUnavailableError instead of ignoring it when no GPU is usable.
+
+    Options the loaded library lacks raise FeatureUnavailableError.
 
     Use it as a context manager or call :meth:`close`.
     """
@@ -328,6 +506,7 @@ class Cache:
         self._cond = threading.Condition()
         self._inflight = 0
         self._closed = False
+        self._closing = False
         self._ns: dict = {}
         self.config = cfg
         opts = c_void_p()
@@ -348,26 +527,48 @@ class Cache:
             if "cuda_pin" in cfg:
                 check(L.kvt_options_set_cuda_pin(opts, 1 if cfg["cuda_pin"] else 0),
                       "kvt_options_set_cuda_pin")
-            if "data_dir" in cfg:
-                if not _lib.FEATURES.get("kvt_options_set_data_dir"):
-                    raise FeatureUnavailableError("kvt_options_set_data_dir")
-                check(L.kvt_options_set_data_dir(opts, os.fsencode(cfg["data_dir"])),
+            if cfg.get("data_dir") is not None:
+                check(_lib.require("kvt_options_set_data_dir")(opts, os.fsencode(cfg["data_dir"])),
                       "kvt_options_set_data_dir")
+            for name, tier in (("nvme", Tier.NVME), ("disk", Tier.DISK)):
+                if name in cfg:
+                    path, cap, bw = _tier_cfg(cfg[name])
+                    check(_lib.require("kvt_options_set_tier")(
+                        opts, int(tier), os.fsencode(path) if path else None, cap, bw),
+                        "kvt_options_set_tier", name)
+            for key, fn, conv in (("io_depth", "kvt_options_set_io_depth", int),
+                                  ("io_force_pool", "kvt_options_set_io_force_pool", lambda v: 1 if v else 0),
+                                  ("backpressure_ms", "kvt_options_set_backpressure_ms", int),
+                                  ("simulate", "kvt_options_set_simulate", lambda v: 1 if v else 0),
+                                  ("policy", "kvt_options_set_policy", lambda v: str(v).encode())):
+                if key in cfg:
+                    check(_lib.require(fn)(opts, conv(cfg[key])), fn, repr(cfg[key]))
+            if cfg.get("hbm_bytes"):
+                check(_lib.require("kvt_options_set_hbm_bytes")(
+                    opts, parse_size(cfg["hbm_bytes"]), 1 if cfg.get("hbm_required") else 0),
+                    "kvt_options_set_hbm_bytes")
             check(L.kvt_engine_open(opts, byref(self._eng)), "kvt_engine_open")
         finally:
             L.kvt_options_destroy(opts)
         try:
             for tenant, q in (cfg.get("tenant_quotas") or {}).items():
-                self.set_tenant_quota(tenant, q)
+                if isinstance(q, Mapping):
+                    for tier, b in q.items():
+                        self.set_tenant_quota(tenant, b, tier)
+                else:
+                    self.set_tenant_quota(tenant, q)
         except BaseException:
             self._closed = True
             L.kvt_engine_close(self._eng)
             raise
 
     # -- in-flight accounting: close() must not free the engine under a running call
-    def _enter(self) -> c_void_p:
+    def _enter(self, releasing: bool = False) -> c_void_p:
         with self._cond:
-            if self._closed:
+            # While close() waits for the calls in flight, new calls are refused (else
+            # threads calling in a loop could keep it waiting forever); lease releases are
+            # still let through, since they are what a close may be waiting for.
+            if self._closed or (self._closing and not releasing):
                 raise ClosedError("the cache is closed")
             self._inflight += 1
         return self._eng
@@ -379,19 +580,20 @@ class Cache:
                 self._cond.notify_all()
 
     class _Call:
-        __slots__ = ("c",)
+        __slots__ = ("c", "r")
 
-        def __init__(self, cache: "Cache"):
+        def __init__(self, cache: "Cache", releasing: bool = False):
             self.c = cache
+            self.r = releasing
 
         def __enter__(self):
-            return self.c._enter()
+            return self.c._enter(self.r)
 
         def __exit__(self, *exc):
             self.c._exit()
 
-    def _call(self) -> "Cache._Call":
-        return Cache._Call(self)
+    def _call(self, releasing: bool = False) -> "Cache._Call":
+        return Cache._Call(self, releasing)
 
     @property
     def closed(self) -> bool:
@@ -405,9 +607,13 @@ class Cache:
         with self._cond:
             if self._closed:
                 return
-            while self._inflight:
-                self._cond.wait()
-            check(_lib.lib().kvt_engine_close(self._eng), "kvt_engine_close")
+            self._closing = True
+            try:
+                while self._inflight:
+                    self._cond.wait()
+                check(_lib.lib().kvt_engine_close(self._eng), "kvt_engine_close")
+            finally:
+                self._closing = False
             self._closed = True
             self._ns.clear()
 
@@ -457,18 +663,47 @@ class Cache:
             name = get("_name_or_path", None) or get("model_type", None) or "model"
         return self.namespace(str(name), layout, tenant=tenant)
 
-    def set_tenant_quota(self, tenant: str, dram_bytes: Union[int, str]) -> None:
-        """kvt_tenant_set_dram_quota: limit a tenant's DRAM bytes (0 removes the limit)."""
+    def set_tenant_quota(self, tenant: str, nbytes: Union[int, str], tier: Union[Tier, int, str] = Tier.DRAM) -> None:
+        """Limit a tenant's bytes in a tier (0 removes the limit): kvt_tenant_set_dram_quota
+        for DRAM, kvt_tenant_set_quota for nvme/disk."""
+        t = Tier.of(tier)
         with self._call() as eng:
-            check(_lib.lib().kvt_tenant_set_dram_quota(eng, tenant.encode(), parse_size(dram_bytes)),
-                  "kvt_tenant_set_dram_quota", tenant)
+            if t == Tier.DRAM:
+                check(_lib.lib().kvt_tenant_set_dram_quota(eng, tenant.encode(), parse_size(nbytes)),
+                      "kvt_tenant_set_dram_quota", tenant)
+            else:
+                check(_lib.require("kvt_tenant_set_quota")(eng, tenant.encode(), int(t), parse_size(nbytes)),
+                      "kvt_tenant_set_quota", f"{tenant} {t.name.lower()}")
+
+    def flush(self) -> None:
+        """kvt_flush, the durability point: returns once every block stored by a put that
+        returned before this call is durable on its persistent tier and catalogued (a
+        reopened engine finds it byte-identical). A no-op without a data directory.
+
+        :raises TierIOError, NoSpaceError, CatalogError: the first write-through error since
+            the previous flush (those blocks stay in DRAM but are not persistent).
+        """
+        fn = _lib.require("kvt_flush")
+        with self._call() as eng:
+            check(fn(eng), "kvt_flush")
+
+    def tiers(self) -> List[TierInfo]:
+        """kvt_engine_tiers: the engine's tiers, fastest first (HBM modeled, not managed)."""
+        fn = _lib.require("kvt_engine_tiers")
+        n = c_size_t()
+        with self._call() as eng:
+            check(fn(eng, None, 0, byref(n)), "kvt_engine_tiers")
+            arr = (_lib.TierInfo_c * max(n.value, 1))()
+            check(fn(eng, arr, n.value, byref(n)), "kvt_engine_tiers")
+        return [TierInfo(Tier(a.tier), (a.name or b"").decode(), int(a.capacity), a.read_bw, a.write_bw,
+                         a.link_bw, a.latency_s, a.usd_per_byte_s, a.drain_s) for a in arr[: n.value]]
 
     def stats(self) -> Stats:
         """kvt_engine_stats."""
         s = _lib.Stats_c()
         with self._call() as eng:
             check(_lib.lib().kvt_engine_stats(eng, byref(s), ctypes.sizeof(s)), "kvt_engine_stats")
-        return Stats(**{n: int(getattr(s, n)) for n, _ in _lib.Stats_c._fields_})
+        return Stats._from_c(s)
 
 
 # ---------------------------------------------------------------- namespaces
@@ -571,7 +806,48 @@ class Namespace:
             keep.append(k)
         return ptrs, keep
 
-    def put(self, tokens: Any, blocks: Any, start_block: int = 0) -> int:
+    def prefetch(self, tokens: Any) -> None:
+        """kvt_prefetch: start promoting the cached prefix of ``tokens`` from nvme/disk into
+        DRAM in the background and return at once (a later read of a block in flight waits
+        for that block only). A no-op without persistent tiers."""
+        t = _as_u32(tokens)
+        fn = _lib.require("kvt_prefetch")
+        with self.cache._call():
+            check(fn(self._h, _ptr(t), t.size), "kvt_prefetch")
+
+    def prefetch_keys(self, keys: Any) -> None:
+        """kvt_prefetch_keys (KVT_NS_KEYS namespaces)."""
+        k = _as_u64(keys)
+        fn = _lib.require("kvt_prefetch_keys")
+        with self.cache._call():
+            check(fn(self._h, _ptr(k), k.size), "kvt_prefetch_keys")
+
+    def hbm_pool(self) -> HbmPool:
+        """kvt_hbm_pool: the engine's HBM pool (created now with this namespace's layout if
+        it does not exist yet).
+
+        :raises DeviceUnavailableError: no HBM tier (not asked for with ``hbm_bytes``, no
+            usable GPU, or a library built without CUDA). :raises BadLayoutError: the pool
+            has another namespace's layout.
+        """
+        fn = _lib.require("kvt_hbm_pool")
+        info = _lib.HbmPoolInfo_c()
+        with self.cache._call():
+            check(fn(self._h, byref(info)), "kvt_hbm_pool")
+        lc = info.layout
+        return HbmPool(int(info.base or 0), int(info.block_bytes), int(info.num_blocks), int(info.device),
+                       Layout(lc.layers, lc.kv_heads, lc.head_dim, lc.dtype, lc.block_tokens))
+
+    @staticmethod
+    def _put_opts(ttl: Any) -> Optional[_lib.PutOpts_c]:
+        if ttl is None:
+            return None
+        if isinstance(ttl, str):
+            parse_ttl(ttl)  # the C parser's error, raised before anything is stored
+            return _lib.PutOpts_c(ttl.encode(), 0.0)
+        return _lib.PutOpts_c(None, parse_ttl(ttl))
+
+    def put(self, tokens: Any, blocks: Any, start_block: int = 0, ttl: Any = None) -> int:
         """Store the KV of the tokens' whole blocks that are not yet cached (kvt_put).
 
         :param blocks: the bytes of blocks ``[start_block, len(tokens) // block_tokens)``:
@@ -580,6 +856,8 @@ class Namespace:
             block (None for a block known to be cached).
         :param start_block: blocks before it are given no bytes; they must be cached already
             (typically ``lease.blocks`` after a match), else NoDataError.
+        :param ttl: TTL hint for the newly stored blocks (kvt_put_ex): seconds or "5m",
+            "2h30m". A block's deadline is its last use + TTL; after it, it is a miss.
         :return: blocks newly stored by this call.
         :raises NoSpaceError, NoDataError, OutOfMemoryError: as kvt_put. Blocks before the
             failing one stay stored.
@@ -588,22 +866,33 @@ class Namespace:
         nb = t.size // self.block_tokens
         if not 0 <= start_block <= nb:
             raise ValueError(f"start_block {start_block} outside [0, {nb}]")
+        opts = self._put_opts(ttl)
+        fn = _lib.require("kvt_put_ex") if opts is not None else None
         ptrs, keep = self._block_ptrs(nb, blocks, start_block)
         stored = c_size_t()
         with self.cache._call():
-            check(_lib.lib().kvt_put(self._h, _ptr(t), t.size, ptrs, byref(stored)), "kvt_put")
+            if fn is None:
+                check(_lib.lib().kvt_put(self._h, _ptr(t), t.size, ptrs, byref(stored)), "kvt_put")
+            else:
+                check(fn(self._h, _ptr(t), t.size, ptrs, byref(opts), byref(stored)), "kvt_put_ex")
         del keep
         return stored.value
 
-    def put_keys(self, keys: Any, blocks: Any, start_block: int = 0) -> int:
-        """kvt_put_keys: store blocks named by external keys (KVT_NS_KEYS namespaces)."""
+    def put_keys(self, keys: Any, blocks: Any, start_block: int = 0, ttl: Any = None) -> int:
+        """kvt_put_keys (kvt_put_keys_ex with ``ttl``): store blocks named by external keys
+        (KVT_NS_KEYS namespaces)."""
         k = _as_u64(keys)
         if not 0 <= start_block <= k.size:
             raise ValueError(f"start_block {start_block} outside [0, {k.size}]")
+        opts = self._put_opts(ttl)
+        fn = _lib.require("kvt_put_keys_ex") if opts is not None else None
         ptrs, keep = self._block_ptrs(k.size, blocks, start_block)
         stored = c_size_t()
         with self.cache._call():
-            check(_lib.lib().kvt_put_keys(self._h, _ptr(k), k.size, ptrs, byref(stored)), "kvt_put_keys")
+            if fn is None:
+                check(_lib.lib().kvt_put_keys(self._h, _ptr(k), k.size, ptrs, byref(stored)), "kvt_put_keys")
+            else:
+                check(fn(self._h, _ptr(k), k.size, ptrs, byref(opts), byref(stored)), "kvt_put_keys_ex")
         del keep
         return stored.value
 
@@ -692,7 +981,7 @@ class Lease:
             self._released = True
             # An open lease makes kvt_engine_close fail, so the engine is still open here;
             # the in-flight count keeps close() from racing this call.
-            with self.namespace.cache._call():
+            with self.namespace.cache._call(releasing=True):
                 _lib.lib().kvt_release(self._h)
             self._h = c_void_p()
 
@@ -719,6 +1008,134 @@ class Lease:
     def keys(self) -> List[int]:
         """The keys of all leased blocks, in order."""
         return [self.key(i) for i in range(self.blocks)]
+
+    # -- tiers and plans
+    def _live(self) -> c_void_p:
+        """The handle, under self._lock by the caller; ClosedError once released."""
+        if self._released:
+            raise ClosedError("the lease was released" if self.blocks else "the lease is empty")
+        return self._h
+
+    def tier(self, i: int) -> Tier:
+        """kvt_lease_block_tier: the fastest tier holding block i now (HBM, DRAM, NVME, DISK)."""
+        fn = _lib.require("kvt_lease_block_tier")
+        if not 0 <= i < self.blocks:
+            raise RangeError(-errno.ERANGE, "kvt_lease_block_tier", f"block {i} of {self.blocks}")
+        t = ctypes.c_int()
+        with self._lock:
+            check(fn(self._live(), i, byref(t)), "kvt_lease_block_tier")
+        return Tier(t.value)
+
+    def tiers(self) -> List[Tier]:
+        """The fastest tier of every leased block, in order."""
+        return [self.tier(i) for i in range(self.blocks)]
+
+    def plan(self, suffix_tokens: int = 0, model: Optional[Mapping[str, float]] = None) -> Plan:
+        """kvt_lease_plan: per block, load it from its fastest tier or recompute it.
+
+        :param suffix_tokens: tokens computed anyway after the lease's blocks.
+        :param model: None (the engine's model) or a mapping of kvt_model_desc fields
+            (active_params, layers, hidden, prefill_tok_s, gpu_flops, gpu_usd_per_hour).
+        """
+        fn = _lib.require("kvt_lease_plan")
+        md = None
+        if model is not None:
+            md = _lib.ModelDesc_c()
+            for k, v in model.items():
+                setattr(md, k, v)
+        out = _lib.Plan_c()
+        blocks = (_lib.PlanBlock_c * max(self.blocks, 1))()
+        with self._lock:
+            check(fn(self._live(), byref(md) if md is not None else None, int(suffix_tokens), byref(out), blocks),
+                  "kvt_lease_plan")
+        return Plan(int(out.n_blocks), int(out.n_load), int(out.n_recompute), out.load_s, out.compute_s,
+                    out.total_s, out.all_recompute_s,
+                    tuple((Tier(b.tier), bool(b.load), b.time_s) for b in blocks[: self.blocks]))
+
+    # -- the HBM tier (GPU)
+    def load_hbm_numpy(self, first: int = 0, n: Optional[int] = None, stream: Any = None) -> np.ndarray:
+        """kvt_lease_load_hbm: make blocks ``[first, first + n)`` resident in the engine's HBM
+        pool (pinned there until :meth:`release`) and return their pool indices, an int32
+        host array (a block-table row). Copies are queued on ``stream`` (None: torch's
+        current stream if torch is in use, else the legacy default stream).
+
+        Release the lease only after the stream has passed the copies and every kernel
+        using the table.
+
+        :raises DeviceUnavailableError: no HBM tier / GPU / CUDA build (-ENODEV).
+        :raises NoSpaceError: the pool is full of pinned or other tenants' blocks.
+        """
+        fn = _lib.require("kvt_lease_load_hbm")
+        n = self._check_range(first, n)
+        table = np.zeros(max(n, 1), np.int32)
+        st = _stream(stream)
+        with self._lock:
+            check(fn(self._live(), first, n, c_void_p(table.ctypes.data), st), "kvt_lease_load_hbm")
+        return table[:n]
+
+    def load_hbm(self, first: int = 0, n: Optional[int] = None, stream: Any = None):
+        """:meth:`load_hbm_numpy` returning the block table as a torch int32 tensor on the
+        pool's GPU (copied on ``stream``, after the loads), ready for paged kernels
+        (e.g. :func:`kvtier.hbm.paged_attention`) and for ``HbmPool.as_tensor()[table]``."""
+        import torch
+
+        table = self.load_hbm_numpy(first, n, stream)
+        dev = torch.device("cuda", self.namespace.hbm_pool().device)
+        src = torch.from_numpy(table)
+        if stream is None:
+            return src.to(dev)
+        s = stream if isinstance(stream, torch.cuda.Stream) else torch.cuda.ExternalStream(_stream(stream).value or 0)
+        with torch.cuda.stream(s):
+            return src.to(dev)
+
+    def gather_layer(self, layer: int, k: Any, v: Any, first: int = 0, n: Optional[int] = None,
+                     ctas: int = 0, stream: Any = None) -> None:
+        """kvt_lease_gather_layer: copy layer ``layer`` of blocks ``[first, first + n)`` into
+        device tensors ``k``, ``v`` shaped like a Hugging Face cache layer
+        (``[1, kv_heads, T >= n*bt, head_dim]`` or ``[kv_heads, T, head_dim]``, contiguous in
+        the last two dims; the head stride is taken from the tensor), permuting on the GPU.
+        Each block is read from its HBM copy if this lease loaded it, else straight from the
+        CUDA-registered DRAM arena, else it is loaded first. Asynchronous on ``stream``.
+
+        :raises DeviceUnavailableError: no GPU / CUDA build (-ENODEV).
+        """
+        fn = _lib.require("kvt_lease_gather_layer")
+        n = self._check_range(first, n)
+        lay = self.namespace.layout
+        for name, t in (("k", k), ("v", v)):
+            if not hasattr(t, "data_ptr") or t.device.type != "cuda":
+                raise ValueError(f"{name} must be a CUDA tensor")
+            if t.dim() not in (3, 4) or (t.dim() == 4 and t.shape[0] != 1):
+                raise ValueError(f"{name} must be [1, H, T, D] or [H, T, D], got {tuple(t.shape)}")
+            H, T, D = t.shape[-3:]
+            if (H, D) != (lay.kv_heads, lay.head_dim) or T < n * lay.block_tokens:
+                raise ValueError(f"{name} {tuple(t.shape)} cannot hold {n} blocks of {lay}")
+            if t.stride(-1) != 1 or t.stride(-2) != D or t.element_size() != lay.itemsize:
+                raise ValueError(f"{name} must be contiguous in [T, D] with the layout's dtype")
+        if k.stride(-3) != v.stride(-3):
+            raise ValueError("k and v must have the same head stride")
+        with self._lock:
+            check(fn(self._live(), first, n, int(layer), c_void_p(k.data_ptr()), c_void_p(v.data_ptr()),
+                     int(k.stride(-3)), int(ctas), _stream(stream)), "kvt_lease_gather_layer")
+
+    def gather(self, first: int = 0, n: Optional[int] = None, device: Any = "cuda", dtype: Any = None,
+               ctas: int = 0, stream: Any = None) -> list:
+        """All layers of blocks ``[first, first + n)`` as Hugging Face K/V: a list of
+        ``(K, V)`` per layer, each ``[1, kv_heads, n*bt, head_dim]`` on ``device``
+        (kvt_lease_gather_layer once per layer, on ``stream``)."""
+        import torch
+
+        n = self._check_range(first, n)
+        lay = self.namespace.layout
+        dt = dtype if dtype is not None else DType.torch(lay.dtype)
+        T = n * lay.block_tokens
+        out = []
+        for layer in range(lay.layers):
+            k = torch.empty((1, lay.kv_heads, T, lay.head_dim), dtype=dt, device=device)
+            v = torch.empty_like(k)
+            self.gather_layer(layer, k, v, first, n, ctas, stream)
+            out.append((k, v))
+        return out
 
     def read_into(self, dst: Any, first: int = 0, n: Optional[int] = None, threads: int = 1) -> Any:
         """Copy blocks ``[first, first + n)`` into one contiguous host buffer (kvt_read_contig).

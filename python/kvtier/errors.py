@@ -1,7 +1,7 @@
 """Status codes of libkvtier mapped to exceptions.
 
 Every kvt_ function returns 0, a negative errno, or one of the library's own codes
-(KVT_E*, in [-30904, -30900]). A non-zero status becomes an instance of the class
+(KVT_E*, in [-30906, -30900]). A non-zero status becomes an instance of the class
 :func:`error_class` gives for it; every class derives from :class:`KvtierError`, which
 carries ``status`` (the C value), ``func`` (the C function) and the library's description
 (``kvt_strerror``). Classes also derive from the closest built-in exception
@@ -15,6 +15,8 @@ from typing import Dict, Optional, Type
 
 __all__ = [
     "KVT_OK", "KVT_EBADLAYOUT", "KVT_ESIZE", "KVT_EMODE", "KVT_ENAME", "KVT_ELEASES",
+    "KVT_ECORRUPT", "KVT_ECATALOG", "DeviceUnavailableError", "CorruptBlockError", "CatalogError",
+    "TierIOError",
     "KvtierError", "InvalidArgumentError", "OutOfMemoryError", "NoSpaceError", "BusyError",
     "RangeError", "NotFoundError", "NoDataError", "BadLayoutError", "SizeError", "ModeError",
     "InvalidNameError", "LeasesOpenError", "ClosedError", "FeatureUnavailableError",
@@ -27,6 +29,8 @@ KVT_ESIZE = -30901
 KVT_EMODE = -30902
 KVT_ENAME = -30903
 KVT_ELEASES = -30904
+KVT_ECORRUPT = -30905
+KVT_ECATALOG = -30906
 
 
 def strerror(status: int) -> str:
@@ -107,6 +111,26 @@ class LeasesOpenError(KvtierError):
     """KVT_ELEASES: the engine still has open leases (close)."""
 
 
+class DeviceUnavailableError(KvtierError):
+    """-ENODEV: the HBM tier / GPU functions without a usable GPU, without a CUDA build of
+    libkvtier, or on an engine opened without ``hbm_bytes``."""
+
+
+class CorruptBlockError(KvtierError):
+    """KVT_ECORRUPT: a block read from nvme/disk failed verification; it was not served."""
+
+
+class CatalogError(KvtierError):
+    """KVT_ECATALOG: the persistent catalog (RocksDB) failed (see DIR/catalog/LOG)."""
+
+
+class TierIOError(KvtierError, OSError):
+    """-EIO: a read or write of a persistent tier failed."""
+
+    def __str__(self) -> str:  # OSError's own __str__ would print the args tuple
+        return self.args[0] if self.args else ""
+
+
 class ClosedError(KvtierError):
     """The Python object's cache was closed or its lease released (no C call was made)."""
 
@@ -146,6 +170,10 @@ _BY_STATUS: Dict[int, Type[KvtierError]] = {
     KVT_EMODE: ModeError,
     KVT_ENAME: InvalidNameError,
     KVT_ELEASES: LeasesOpenError,
+    -errno.ENODEV: DeviceUnavailableError,
+    -errno.EIO: TierIOError,
+    KVT_ECORRUPT: CorruptBlockError,
+    KVT_ECATALOG: CatalogError,
 }
 
 

@@ -212,7 +212,9 @@ class TestErrors(Base):
             -errno.ERANGE: kvtier.RangeError, -errno.ENOENT: kvtier.NotFoundError,
             -errno.ENODATA: kvtier.NoDataError, -30900: kvtier.BadLayoutError,
             -30901: kvtier.SizeError, -30902: kvtier.ModeError, -30903: kvtier.InvalidNameError,
-            -30904: kvtier.LeasesOpenError, -errno.EIO: kvtier.KvtierError,
+            -30904: kvtier.LeasesOpenError, -errno.EIO: kvtier.TierIOError,
+            -errno.ENODEV: kvtier.DeviceUnavailableError, -30905: kvtier.CorruptBlockError,
+            -30906: kvtier.CatalogError, -errno.EPERM: kvtier.KvtierError,
         }
         for status, cls in cases.items():
             with self.assertRaises(cls) as cm:
@@ -222,7 +224,8 @@ class TestErrors(Base):
             self.assertEqual(e.status, status)
             self.assertEqual(e.func, "kvt_test")
             self.assertIn(kvtier.strerror(status), str(e))
-            self.assertNotIn("unknown", kvtier.strerror(status))
+            if status != -errno.EPERM:
+                self.assertNotIn("unknown", kvtier.strerror(status))
             again = pickle.loads(pickle.dumps(e))
             self.assertEqual((type(again), again.status), (cls, status))
         self.assertEqual(check(0, "x"), 0)
@@ -308,6 +311,8 @@ class TestConfig(unittest.TestCase):
         if not kvtier.features()["kvt_options_set_data_dir"]:
             with self.assertRaises(kvtier.FeatureUnavailableError):
                 kvtier.Cache(data_dir="/tmp")
+        with self.assertRaises(ValueError):
+            kvtier.Cache(nvme={"size": "1G"})
 
 
 class TestThreads(unittest.TestCase):
