@@ -10,6 +10,7 @@
  *   JSONL file --an_trace_load--> an_trace (all requests in memory, sorted by time)
  *        --an_replay(cfg)--> an_result (counts, miss classes, tiers, reuse, cost, tenants)
  *        --an_sweep / an_multinode--> capacity curves, multi-node hit rates
+ *   (gen_trace.py writes Mooncake-shaped test traces of any size from a seed)
  *        --an_report_{text,json,html}--> terminal tables, JSON, a self-contained HTML file
  *
  * Trace layout. Every request's block keys live in one array, request r owning
@@ -21,8 +22,10 @@
  * are cached (DESIGN.md §2), so a partial block is never a hit; its key (token traces: 0,
  * unused) is never stored.
  *
- * Thread safety: none needed; one thread runs a whole analysis. Nothing here prints to
- * stdout except the report functions, which write to the FILE they are given.
+ * Thread safety: one thread runs an analysis, except that an_sweep_run runs its independent
+ * replays (one engine each) on cfg->threads threads; the trace is read-only meanwhile.
+ * Nothing here prints to stdout except the report functions, which write to the FILE they
+ * are given.
  */
 #ifndef KVT_ANALYTICS_AN_H
 #define KVT_ANALYTICS_AN_H
@@ -101,6 +104,7 @@ typedef struct an_load_opts {
     uint32_t block_tokens;  /* 0: 512 for Mooncake and logs, 16 for token traces */
     int strict;             /* 1: the first malformed line fails the load */
     FILE *errs;             /* where malformed lines are reported (stderr) */
+    int no_fast;            /* 1: every line through jansson (tests: the fast path agrees) */
 } an_load_opts;
 
 /* Read a JSONL trace. Returns 0; -ENOENT/-errno (open/read); -EINVAL (strict and a malformed
@@ -113,7 +117,7 @@ void an_trace_free(an_trace *t);
 
 typedef enum an_policy { AN_POL_LRU = 0, AN_POL_LFU, AN_POL_DRAIN, AN_POL_N } an_policy;
 extern const char *const an_policy_name[AN_POL_N];
-/* 1 if the engine implements the policy (today: lru only). */
+/* 1 if the engine implements the policy (lru always; lfu and drain in simulation mode). */
 int an_policy_in_engine(an_policy p);
 
 typedef enum an_tenant_mode {
@@ -139,6 +143,7 @@ typedef struct an_config {
     uint64_t seed;           /* random routing */
     size_t top;              /* most shared prefixes to list */
     uint32_t sweep_points;   /* capacity points (0: skip the sweep) */
+    uint32_t threads;        /* sweep threads (0: 2 when there are 2+ CPUs, else 1) */
 } an_config;
 
 /* Modeled bytes of one block of bt tokens. */

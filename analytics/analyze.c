@@ -41,6 +41,7 @@ static void usage(FILE *f)
         "  --nodes N          multi-node simulation with N nodes (default 10; 0 skips)\n"
         "  --seed N           random routing seed (default 1)\n"
         "  --sweep-points N   capacity sweep points (default 10; 0 skips)\n"
+        "  --threads N        threads for the sweep's replays (default 2, or 1 on one CPU)\n"
         "  --top N            most shared prefixes to list (default 10)\n"
         "  --json             print the report as JSON instead of tables\n"
         "  --html FILE        write a self-contained HTML report with SVG charts\n"
@@ -97,7 +98,7 @@ static int parse_u(const char *s, uint64_t max, uint64_t *out)
 
 enum {
     O_FORMAT = 256, O_BS, O_MODEL, O_DRAM, O_NVME, O_DISK, O_POLICY, O_TTL, O_TMODE, O_NODES,
-    O_SEED, O_SWEEP, O_TOP, O_JSON, O_HTML, O_STRICT, O_QUIET,
+    O_SEED, O_SWEEP, O_TOP, O_JSON, O_HTML, O_STRICT, O_QUIET, O_THREADS,
 };
 
 int analyze_main(int argc, char **argv)
@@ -108,7 +109,7 @@ int analyze_main(int argc, char **argv)
         {"policy", 1, 0, O_POLICY}, {"ttl", 1, 0, O_TTL}, {"tenant-mode", 1, 0, O_TMODE},
         {"nodes", 1, 0, O_NODES}, {"seed", 1, 0, O_SEED}, {"sweep-points", 1, 0, O_SWEEP},
         {"top", 1, 0, O_TOP}, {"json", 0, 0, O_JSON}, {"html", 1, 0, O_HTML},
-        {"strict", 0, 0, O_STRICT}, {"quiet", 0, 0, O_QUIET}, {"help", 0, 0, 'h'}, {0, 0, 0, 0},
+        {"strict", 0, 0, O_STRICT}, {"quiet", 0, 0, O_QUIET}, {"threads", 1, 0, O_THREADS}, {"help", 0, 0, 'h'}, {0, 0, 0, 0},
     };
     an_config cfg = {.policy = AN_POL_LRU, .ttl_ms = -1, .nodes = 10, .seed = 1, .top = 10,
                      .sweep_points = 10};
@@ -186,6 +187,10 @@ int analyze_main(int argc, char **argv)
         case O_HTML: html = optarg; break;
         case O_STRICT: lo_opts.strict = 1; break;
         case O_QUIET: quiet = 1; break;
+        case O_THREADS:
+            if (parse_u(optarg, 64, &v) || v == 0) goto bad_value;
+            cfg.threads = (uint32_t)v;
+            break;
         default:
             fprintf(stderr, "kvtier analyze: unknown option or missing value: %s\n",
                     argv[optind - 1]);

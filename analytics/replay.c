@@ -23,6 +23,8 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -120,8 +122,15 @@ typedef struct blkrec {
     uint64_t uses, first_ms, last_ms, deadline_ms; /* deadline UINT64_MAX: no TTL */
 } blkrec;
 
+/* A slot keeps the key and namespace next to the record index, so that a probe touches one
+ * cache line (the records are read only on a match). */
+typedef struct bmslot {
+    uint64_t key;
+    uint32_t ns, idx; /* idx: record index + 1, 0: empty */
+} bmslot;
+
 typedef struct blkmap {
-    uint32_t *slot;
+    bmslot *slot;
     size_t mask;
     blkrec *rec;
     size_t n, cap;
@@ -143,26 +152,24 @@ static blkrec *bm_get(const blkmap *m, uint32_t ns, uint64_t key)
     if (!m->slot)
         return NULL;
     for (size_t i = bm_hash(ns, key) & m->mask;; i = (i + 1) & m->mask) {
-        uint32_t s = m->slot[i];
-        if (!s)
+        const bmslot *s = &m->slot[i];
+        if (!s->idx)
             return NULL;
-        blkrec *r = &m->rec[s - 1];
-        if (r->key == key && r->ns == ns)
-            return r;
+        if (s->key == key && s->ns == ns)
+            return &m->rec[s->idx - 1];
     }
 }
 
-static int bm_grow(blkmap *m)
+static int bm_grow(blkmap *m, size_t nsz)
 {
-    size_t nsz = m->slot ? (m->mask + 1) * 2 : 1024;
-    uint32_t *ns = calloc(nsz, sizeof *ns);
+    bmslot *ns = calloc(nsz, sizeof *ns);
     if (!ns)
         return -ENOMEM;
     for (size_t k = 0; k < m->n; k++) {
         size_t i = bm_hash(m->rec[k].ns, m->rec[k].key) & (nsz - 1);
-        while (ns[i])
+        while (ns[i].idx)
             i = (i + 1) & (nsz - 1);
-        ns[i] = (uint32_t)k + 1;
+        ns[i] = (bmslot){.key = m->rec[k].key, .ns = m->rec[k].ns, .idx = (uint32_t)k + 1};
     }
     free(m->slot);
     m->slot = ns;
@@ -170,17 +177,48 @@ static int bm_grow(blkmap *m)
     return 0;
 }
 
-/* The record, created (zeroed but for ns, key) if absent; *fresh says which. NULL: -ENOMEM. */
+/* Room for n records without growing (a hint: 0, or -ENOMEM, which a later put reports). */
+static int bm_reserve(blkmap *m, size_t n)
+{
+    size_t nsz = 1024;
+    while (nsz / 2 < n)
+        nsz *= 2;
+    if ((!m->slot || m->mask + 1 < nsz) && bm_grow(m, nsz))
+        return -ENOMEM;
+    if (m->cap < n) {
+        blkrec *q = realloc(m->rec, n * sizeof *q);
+        if (!q)
+            return -ENOMEM;
+        m->rec = q;
+        m->cap = n;
+    }
+    return 0;
+}
+
+/* The record, created (zeroed but for ns, key) if absent; *fresh says which. NULL: -ENOMEM.
+ * A put may move the records: pointers from earlier gets are stale after it. */
 static blkrec *bm_put(blkmap *m, uint32_t ns, uint64_t key, int *fresh)
 {
-    blkrec *r = bm_get(m, ns, key);
-    *fresh = !r;
-    if (r)
-        return r;
+    size_t i = 0;
+    *fresh = 0;
+    if (m->slot) {
+        for (i = bm_hash(ns, key) & m->mask;; i = (i + 1) & m->mask) {
+            const bmslot *s = &m->slot[i];
+            if (!s->idx)
+                break;
+            if (s->key == key && s->ns == ns)
+                return &m->rec[s->idx - 1];
+        }
+    }
+    *fresh = 1;
     if (m->n >= UINT32_MAX - 1)
         return NULL;
-    if (m->n + 1 > (m->slot ? (m->mask + 1) / 2 : 0) && bm_grow(m))
-        return NULL;
+    if (m->n + 1 > (m->slot ? (m->mask + 1) / 2 : 0)) {
+        if (bm_grow(m, m->slot ? (m->mask + 1) * 2 : 1024))
+            return NULL;
+        for (i = bm_hash(ns, key) & m->mask; m->slot[i].idx; i = (i + 1) & m->mask)
+            ;
+    }
     if (m->n == m->cap) {
         size_t c = m->cap ? m->cap * 2 : 1024;
         blkrec *q = realloc(m->rec, c * sizeof *q);
@@ -189,12 +227,9 @@ static blkrec *bm_put(blkmap *m, uint32_t ns, uint64_t key, int *fresh)
         m->rec = q;
         m->cap = c;
     }
-    size_t i = bm_hash(ns, key) & m->mask;
-    while (m->slot[i])
-        i = (i + 1) & m->mask;
-    r = &m->rec[m->n];
+    blkrec *r = &m->rec[m->n];
     *r = (blkrec){.key = key, .ns = ns, .deadline_ms = UINT64_MAX};
-    m->slot[i] = (uint32_t)++m->n;
+    m->slot[i] = (bmslot){.key = key, .ns = ns, .idx = (uint32_t)++m->n};
     return r;
 }
 
@@ -543,6 +578,11 @@ int an_replay(const an_trace *t, const an_config *cfg, an_result *res, an_progre
     const uint32_t bt = t->bt;
     const uint64_t bbytes = an_block_bytes(cfg, bt);
     uint64_t distinct = distinct_blocks(t);
+    /* every record the replay will make, at once (no rehashing, no moves) */
+    if (distinct && bm_reserve(&bm, (size_t)distinct * (t->n_ns > 1 ? 2 : 1) + 1)) {
+        rc = -ENOMEM;
+        goto out;
+    }
     res->simulated = s.simulated;
     res->cap_blocks[AN_DRAM] = cap_blocks_for(t, cfg, cfg->cap[AN_DRAM], distinct);
     res->cap_blocks[AN_NVME] = cfg->cap[AN_NVME] / bbytes;
@@ -608,7 +648,8 @@ int an_replay(const an_trace *t, const an_config *cfg, an_result *res, an_progre
                 if (i >= nb)
                     c = AN_MISS_PARTIAL;
                 else if (!rec)
-                    c = bm_get(&bm, AN_ANY_NS, keys[i]) ? AN_MISS_OTHER_NS : AN_MISS_FIRST;
+                    c = t->n_ns > 1 && bm_get(&bm, AN_ANY_NS, keys[i]) ? AN_MISS_OTHER_NS
+                                                                        : AN_MISS_FIRST;
                 else if (rec->deadline_ms <= now)
                     c = AN_MISS_TTL;
                 else
@@ -620,12 +661,17 @@ int an_replay(const an_trace *t, const an_config *cfg, an_result *res, an_progre
         }
         for (uint32_t i = 0; i < nb; i++) {
             int fresh;
-            blkrec *rec = bm_put(&bm, q->ns, keys[i], &fresh);
-            if (!rec || !bm_put(&bm, AN_ANY_NS, keys[i], &fresh)) {
+            /* the any-namespace record first: the second put may move the records. With one
+             * namespace no block can be of another namespace, so none is kept. */
+            if (t->n_ns > 1 && !bm_put(&bm, AN_ANY_NS, keys[i], &fresh)) {
                 rc = -ENOMEM;
                 goto out;
             }
-            rec = bm_get(&bm, q->ns, keys[i]); /* bm_put may have moved the records */
+            blkrec *rec = bm_put(&bm, q->ns, keys[i], &fresh);
+            if (!rec) {
+                rc = -ENOMEM;
+                goto out;
+            }
             if (!rec->uses)
                 rec->first_ms = now;
             rec->uses++;
@@ -805,6 +851,76 @@ static uint64_t total_input(const an_trace *t)
     return n;
 }
 
+typedef struct sweep_ctx {
+    const an_trace *t;
+    const an_config *cfg;
+    an_sweep *sw;
+    const uint64_t *ids;
+    size_t n_ids;
+    uint64_t in_tok, d;
+    size_t n_jobs;
+    atomic_size_t next;
+    atomic_int err;     /* first failure's status (0: none) */
+} sweep_ctx;
+
+/* Job j: 0 infinite capacity; then point i = (j-1)/(AN_POL_N+1), k = (j-1)%(AN_POL_N+1):
+ * k < AN_POL_N the engine with policy k, k == AN_POL_N Belady and flat LRU. */
+static int sweep_job(sweep_ctx *x, size_t j, an_progress *p)
+{
+    const an_trace *t = x->t;
+    uint64_t ht, hb;
+    size_t hits;
+    int rc;
+    an_config c = *x->cfg;
+    /* one tier of cap_blocks, as Belady's bound: the sweep varies DRAM alone */
+    c.cap[AN_NVME] = c.cap[AN_DISK] = 0;
+    if (j == 0) {
+        if ((rc = an_replay_hits(t, &c, x->d + 1, &ht, &hb, p)))
+            return rc;
+        x->sw->inf_hit_rate = an_rate(ht, x->in_tok);
+        return 0;
+    }
+    an_sweep_point *pt = &x->sw->pt[(j - 1) / (AN_POL_N + 1)];
+    int k = (int)((j - 1) % (AN_POL_N + 1));
+    if (k < AN_POL_N) {
+        if (!an_policy_in_engine((an_policy)k))
+            return 0;
+        c.policy = (an_policy)k;
+        if ((rc = an_replay_hits(t, &c, pt->cap_blocks, &ht, &hb, p)))
+            return rc;
+        pt->hit_rate[k] = an_rate(ht, x->in_tok);
+        return 0;
+    }
+    if ((rc = kvt_belady_hits(x->ids, x->n_ids, pt->cap_blocks, &hits)))
+        return rc;
+    pt->belady = an_rate((uint64_t)hits * t->bt, x->in_tok);
+    if ((rc = kvt_lru_trace_hits(x->ids, x->n_ids, pt->cap_blocks, &hits)))
+        return rc;
+    pt->lru_flat = an_rate((uint64_t)hits * t->bt, x->in_tok);
+    return 0;
+}
+
+static void sweep_run_jobs(sweep_ctx *x, an_progress *p)
+{
+    for (;;) {
+        size_t j = atomic_fetch_add(&x->next, 1);
+        if (j >= x->n_jobs || atomic_load(&x->err))
+            return;
+        int rc = sweep_job(x, j, p);
+        if (rc) {
+            int z = 0;
+            atomic_compare_exchange_strong(&x->err, &z, rc);
+        }
+    }
+}
+
+static void *sweep_worker(void *arg)
+{
+    sweep_run_jobs(arg, NULL);
+    return NULL;
+}
+
+
 int an_sweep_run(const an_trace *t, const an_config *cfg, uint64_t cfg_cap_blocks,
                  an_sweep *sw, an_progress *p)
 {
@@ -851,36 +967,34 @@ int an_sweep_run(const an_trace *t, const an_config *cfg, uint64_t cfg_cap_block
             ids[n_ids++] = t->n_ns == 1 ? key : mix64(key ^ mix64(q->ns + 1ull));
         }
     }
-    uint64_t inf_t = 0, inf_b = 0;
-    an_config one = *cfg;
-    one.cap[AN_NVME] = one.cap[AN_DISK] = 0;
-    if ((rc = an_replay_hits(t, &one, d + 1, &inf_t, &inf_b, p)))
-        goto out;
-    sw->inf_hit_rate = an_rate(inf_t, in_tok);
-    for (size_t i = 0; i < sw->n; i++) {
-        an_sweep_point *pt = &sw->pt[i];
+    /* The jobs: infinite capacity, then per point each engine policy and the two id-sequence
+     * bounds. Each is independent (its own engine) and writes its own result, so they run on
+     * cfg->threads threads (0: the online CPUs, at most 2 by default: the replays are memory
+     * bound). Progress is reported by the first thread only. */
+    sweep_ctx x = {.t = t, .cfg = cfg, .sw = sw, .ids = ids, .n_ids = n_ids, .in_tok = in_tok,
+                   .d = d};
+    x.n_jobs = 1 + sw->n * (AN_POL_N + 1);
+    for (size_t i = 0; i < sw->n; i++)
         for (int pol = 0; pol < AN_POL_N; pol++)
-            pt->hit_rate[pol] = NAN;
-        uint64_t ht, hb;
-        size_t hits;
-        for (int pol = 0; pol < AN_POL_N; pol++) {
-            if (!an_policy_in_engine((an_policy)pol))
-                continue;
-            an_config c = *cfg;
-            c.policy = (an_policy)pol;
-            /* one tier of cap_blocks, as Belady's bound: the sweep varies DRAM alone */
-            c.cap[AN_NVME] = c.cap[AN_DISK] = 0;
-            if ((rc = an_replay_hits(t, &c, pt->cap_blocks, &ht, &hb, p)))
-                goto out;
-            pt->hit_rate[pol] = an_rate(ht, in_tok);
-        }
-        if ((rc = kvt_belady_hits(ids, n_ids, pt->cap_blocks, &hits)))
-            goto out;
-        pt->belady = an_rate((uint64_t)hits * t->bt, in_tok);
-        if ((rc = kvt_lru_trace_hits(ids, n_ids, pt->cap_blocks, &hits)))
-            goto out;
-        pt->lru_flat = an_rate((uint64_t)hits * t->bt, in_tok);
+            sw->pt[i].hit_rate[pol] = NAN;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    uint32_t nt = cfg->threads ? cfg->threads : (ncpu > 1 ? 2 : 1);
+    if (nt > x.n_jobs)
+        nt = (uint32_t)x.n_jobs;
+    pthread_t th[64];
+    if (nt > 64)
+        nt = 64;
+    uint32_t started = 0;
+    for (uint32_t i = 1; i < nt; i++) {
+        if (pthread_create(&th[i], NULL, sweep_worker, &x))
+            break; /* fewer threads: the jobs still all run */
+        started++;
     }
+    sweep_run_jobs(&x, p);
+    for (uint32_t i = 0; i < started; i++)
+        pthread_join(th[i + 1], NULL);
+    if ((rc = atomic_load(&x.err)))
+        goto out;
     rc = 0;
 out:
     free(ids);

@@ -550,7 +550,7 @@ static void esc(FILE *f, const char *s)
 #define W 720
 #define H 320
 #define ML 60
-#define MR 150
+#define MR 170
 #define MT 20
 #define MB 50
 
@@ -581,8 +581,12 @@ static void svg_yaxis(FILE *f, double ymax, int pct)
             fprintf(f, "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.0f%%</text>",
                     ML - 4, y + 4, 100 * v);
         else
-            fprintf(f, "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.3g</text>",
-                    ML - 4, y + 4, v);
+        {
+            char b[32];
+            fmt_count(b, sizeof b, v);
+            fprintf(f, "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%s</text>",
+                    ML - 4, y + 4, b);
+        }
     }
     fprintf(f, "<line x1=\"%d\" x2=\"%d\" y1=\"%d\" y2=\"%d\" stroke=\"#000\"/>", ML, W - MR,
             H - MB, H - MB);
@@ -609,8 +613,12 @@ static void chart_sweep(FILE *f, const an_report *rp)
     if (lx1 <= lx0)
         lx1 = lx0 + 1;
     double ymax = 0.05;
-    for (size_t i = 0; i < sw->n; i++)
-        ymax = fmax(ymax, fmax(sw->pt[i].belady, sw->pt[i].hit_rate[AN_POL_LRU]));
+    for (size_t i = 0; i < sw->n; i++) {
+        ymax = fmax(ymax, sw->pt[i].belady);
+        for (int p = 0; p < AN_POL_N; p++)
+            if (!isnan(sw->pt[i].hit_rate[p]))
+                ymax = fmax(ymax, sw->pt[i].hit_rate[p]);
+    }
     ymax = fmax(ymax, sw->inf_hit_rate);
     ymax = fmin(1.0, ceil(ymax * 10 + 0.5) / 10);
     svg_open(f, "token hit rate against capacity, per policy");
@@ -625,35 +633,40 @@ static void chart_sweep(FILE *f, const an_report *rp)
     }
     fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\">capacity "
                "(tokens, log scale)</text>", (ML + W - MR) / 2, H - 12);
-    struct {
-        const char *label, *dash;
-        int which;
-    } series[] = {{"lru (engine)", "", 0}, {"belady bound", "6,3", 1}, {"flat lru (ids)", "2,3", 2}};
-    for (int s = 0; s < 3; s++) {
-        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" stroke-dasharray=\"%s\" points=\"",
-                colors[s], series[s].dash);
+    /* lru, lfu, drain (those in the engine), belady, flat lru; then infinite capacity */
+    static const char *const dash[] = {"", "8,3", "3,2", "6,3", "2,3"};
+    static const char *const label[] = {"lru (engine)", "lfu (engine)", "drain (engine)",
+                                        "belady bound", "flat lru (ids)"};
+    static const char *const scol[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"};
+    int li = 0;
+    for (int s = 0; s < 5; s++) {
+        if (s < AN_POL_N && !an_policy_in_engine((an_policy)s))
+            continue;
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" "
+                   "stroke-dasharray=\"%s\" points=\"", scol[s], dash[s]);
         for (size_t i = 0; i < sw->n; i++) {
             const an_sweep_point *p = &sw->pt[i];
-            double v = series[s].which == 0 ? p->hit_rate[AN_POL_LRU]
-                       : series[s].which == 1 ? p->belady : p->lru_flat;
+            double v = s < AN_POL_N ? p->hit_rate[s] : s == 3 ? p->belady : p->lru_flat;
+            if (isnan(v))
+                continue;
             fprintf(f, "%.1f,%.1f ", sx(log10((double)p->cap_blocks * t->bt), lx0, lx1), sy(v, ymax));
         }
         fputs("\"/>", f);
-        svg_legend(f, s, colors[s], series[s].dash, series[s].label);
+        svg_legend(f, li++, scol[s], dash[s], label[s]);
     }
     double yi = sy(sw->inf_hit_rate, ymax);
     fprintf(f, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#000\" "
                "stroke-dasharray=\"1,3\"/>", ML, W - MR, yi, yi);
-    svg_legend(f, 3, "#000", "1,3", "infinite capacity");
+    svg_legend(f, li++, "#000", "1,3", "infinite capacity");
     uint64_t cb = rp->res->cap_blocks[AN_DRAM];
     double lc = log10((double)cb * t->bt);
     if (lc >= lx0 && lc <= lx1) {
         double x = sx(lc, lx0, lx1);
         fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%d\" stroke=\"#888\" "
-                   "stroke-dasharray=\"4,4\"/><text x=\"%.1f\" y=\"%d\" font-size=\"10\">--dram</text>",
-                x, x, MT, H - MB, x + 3, MT + 10);
+                   "stroke-dasharray=\"4,4\"/><text x=\"%.1f\" y=\"%d\" font-size=\"10\" "
+                   "text-anchor=\"end\" fill=\"#555\">--dram</text>",
+                x, x, MT, H - MB, x - 3, MT + 10);
     }
-    int li = 4;
     for (int p = 0; p < AN_POL_N; p++)
         if (!an_policy_in_engine((an_policy)p)) {
             char b[64];
@@ -665,7 +678,8 @@ static void chart_sweep(FILE *f, const an_report *rp)
         }
     fputs("</svg><figcaption>Token hit rate against capacity for each policy. Belady is the "
           "offline optimum over block ids (it ignores the prefix rule, so it is an upper bound); "
-          "flat lru is LRU over block ids without the prefix rule.</figcaption></figure>\n", f);
+          "flat lru is LRU over block ids without the prefix rule (it mostly lies under lru); the "
+          "dashed vertical line is the configured --dram.</figcaption></figure>\n", f);
 }
 
 static void chart_bars(FILE *f, const char *title, const char *caption, const char *const *labels,
@@ -697,14 +711,23 @@ static void chart_reuse(FILE *f, const an_result *r)
     for (int b = 0; b < AN_REUSE_BINS + 2; b++)
         if (r->reuse_hist[b] > mx)
             mx = r->reuse_hist[b];
+    /* a round axis top: 1, 2, 2.5 or 5 times a power of ten, so the ticks (fifths) are round */
+    double top = 1;
+    while (top * 10 <= (double)mx)
+        top *= 10;
+    top = (double)mx <= top ? top : (double)mx <= 2 * top ? 2 * top
+          : (double)mx <= 2.5 * top ? 2.5 * top : (double)mx <= 5 * top ? 5 * top : 10 * top;
+    mx = (uint64_t)top;
     svg_open(f, "reuse intervals with each tier's drain time");
     svg_yaxis(f, (double)mx, 0);
+    /* one label per decade, short enough not to overlap (42 px apart) */
+    static const char *const dl[] = {"100µs", "1ms", "10ms", "0.1s", "1s", "10s", "100s",
+                                     "17min", "2.8h", "28h", "11.6d", "116d", "3.2y"};
     for (int d = (int)lx0; d <= (int)lx1; d++) {
         double x = sx(d, lx0, lx1);
-        char b[32];
-        an_fmt_secs(b, sizeof b, pow(10, d));
-        fprintf(f, "<text x=\"%.1f\" y=\"%d\" font-size=\"10\" text-anchor=\"middle\">%s</text>",
-                x, H - MB + 14, b);
+        fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%d\" stroke=\"#000\"/>"
+                   "<text x=\"%.1f\" y=\"%d\" font-size=\"10\" text-anchor=\"middle\">%s</text>",
+                x, x, H - MB, H - MB + 3, x, H - MB + 14, dl[d - (int)lx0]);
     }
     fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\">time since the "
                "block's previous use (log scale)</text>", (ML + W - MR) / 2, H - 12);
@@ -721,7 +744,7 @@ static void chart_reuse(FILE *f, const an_result *r)
             double x = sx(log10(r->drain_s[i]), lx0, lx1);
             char b[64], d[32];
             an_fmt_secs(d, sizeof d, r->drain_s[i]);
-            snprintf(b, sizeof b, "%s drain %s: %.0f%%", an_tier_name[i], d,
+            snprintf(b, sizeof b, "%s %s: %.0f%%", an_tier_name[i], d,
                      100 * an_rate(r->reuse_within[i], r->reuse_n));
             fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%d\" stroke=\"%s\" "
                        "stroke-width=\"2\" stroke-dasharray=\"5,3\"/>",
@@ -730,7 +753,7 @@ static void chart_reuse(FILE *f, const an_result *r)
         }
     fputs("</svg><figcaption>Reuse intervals (time since a block's previous use, for every access "
           "of a block requested before) against each tier's drain time (capacity / read "
-          "bandwidth); the percentages are the reuses within it. Rule of thumb (DESIGN.md §3): "
+          "bandwidth); the legend gives each tier's drain time and the share of reuses within it. Rule of thumb (DESIGN.md §3): "
           "keep data in the tier whose drain time is about its reuse interval.</figcaption>"
           "</figure>\n", f);
 }
@@ -746,7 +769,7 @@ int an_report_html(FILE *f, const an_report *rp)
           "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}th{background:#f4f4f4}"
           "td:first-child,th:first-child{text-align:left}figure{margin:1em 0}"
           "figcaption{color:#555;font-size:12px;max-width:720px}pre{background:#f8f8f8;"
-          "padding:.5em;overflow-x:auto;font-size:12px}</style></head><body>\n", f);
+          "padding:.5em;white-space:pre-wrap;font-size:12px}</style></head><body>\n", f);
     fputs("<h1>kvtier analyze</h1><p>", f);
     esc(f, rp->input);
     fprintf(f, "</p><p><b>Definitions.</b> %s. %s.</p>\n", DEF_HIT, DEF_RATE);

@@ -299,6 +299,141 @@ static int parse_obj(rd *r, json_t *o)
     return 0;
 }
 
+/* ---------------------------------------------------------------- Mooncake fast path
+ * Most of a load's time went to jansson building and freeing a JSON tree per line (hash_ids
+ * are ~25 integers a line). A plain Mooncake line, an object with exactly the keys
+ * "timestamp", "input_length", "hash_ids" and optionally "output_length", each value a
+ * plain integer (digits only, at most 18, no leading zero) or, for hash_ids, a non-empty
+ * array of them, is read here directly. Anything else (a tenant, a real, an escape, a
+ * duplicate key, a bad length, invalid JSON) returns 0 and goes through jansson, which
+ * accepts or reports it exactly as before; the tests compare both paths. */
+
+static const char *fp_ws(const char *p)
+{
+    while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+        p++;
+    return p;
+}
+
+static const char *fp_uint(const char *p, uint64_t *v)
+{
+    if (*p < '0' || *p > '9' || (*p == '0' && p[1] >= '0' && p[1] <= '9'))
+        return NULL;
+    uint64_t x = 0;
+    int n = 0;
+    while (*p >= '0' && *p <= '9') {
+        if (++n > 18)
+            return NULL;
+        x = x * 10 + (uint64_t)(*p++ - '0');
+    }
+    if (*p == '.' || *p == 'e' || *p == 'E')
+        return NULL;
+    *v = x;
+    return p;
+}
+
+/* 1: the line was a plain Mooncake record and is appended; 0: not handled (use jansson);
+ * -ENOMEM. */
+static int fast_mooncake(rd *r, const char *p)
+{
+    an_trace *t = r->t;
+    if (t->format != AN_FMT_MOONCAKE && t->format != AN_FMT_AUTO)
+        return 0;
+    const uint32_t bt = t->bt ? t->bt : default_bt(AN_FMT_MOONCAKE);
+    uint64_t ts = 0, in = 0, out = 0;
+    unsigned seen = 0; /* 1 timestamp, 2 input_length, 4 output_length, 8 hash_ids */
+    size_t nk = 0;
+    p = fp_ws(p);
+    if (*p++ != '{')
+        return 0;
+    for (;;) {
+        p = fp_ws(p);
+        if (*p++ != '"')
+            return 0;
+        const char *k = p;
+        while (*p && *p != '"' && *p != '\\')
+            p++;
+        if (*p != '"')
+            return 0;
+        size_t kl = (size_t)(p - k);
+        p = fp_ws(p + 1);
+        if (*p++ != ':')
+            return 0;
+        p = fp_ws(p);
+        unsigned bit = kl == 9 && !memcmp(k, "timestamp", 9)        ? 1
+                       : kl == 12 && !memcmp(k, "input_length", 12)  ? 2
+                       : kl == 13 && !memcmp(k, "output_length", 13) ? 4
+                       : kl == 8 && !memcmp(k, "hash_ids", 8)        ? 8
+                                                                     : 0;
+        if (!bit || (seen & bit))
+            return 0;
+        seen |= bit;
+        if (bit == 8) {
+            if (*p++ != '[')
+                return 0;
+            p = fp_ws(p);
+            if (*p == ']')
+                return 0; /* empty: jansson reports it */
+            for (;;) {
+                uint64_t v;
+                if (!(p = fp_uint(p, &v)))
+                    return 0;
+                if (nk >= AN_MAX_BLOCKS)
+                    return 0;
+                if (grow((void **)&t->keys, &t->cap_keys, t->n_keys + nk + 1, sizeof(uint64_t)))
+                    return -ENOMEM;
+                t->keys[t->n_keys + nk++] = v;
+                p = fp_ws(p);
+                if (*p == ']')
+                    break;
+                if (*p++ != ',')
+                    return 0;
+                p = fp_ws(p);
+            }
+            p++;
+        } else {
+            uint64_t v;
+            if (!(p = fp_uint(p, &v)))
+                return 0;
+            if (bit == 1)
+                ts = v;
+            else if (bit == 2)
+                in = v;
+            else
+                out = v;
+        }
+        p = fp_ws(p);
+        if (*p == '}')
+            break;
+        if (*p++ != ',')
+            return 0;
+    }
+    if (*fp_ws(p + 1) || (seen & 11) != 11 || out > UINT32_MAX)
+        return 0;
+    if (in <= (uint64_t)(nk - 1) * bt || in > (uint64_t)nk * bt)
+        return 0; /* jansson's path explains it */
+    if (t->format == AN_FMT_AUTO) {
+        t->format = AN_FMT_MOONCAKE;
+        t->keyed = 1;
+        t->bt = bt;
+    }
+    long ti = intern(&t->tenants, &t->n_tenants, "default");
+    if (ti < 0)
+        return -ENOMEM;
+    long ni = ns_intern(t, "trace", (uint32_t)ti);
+    if (ni < 0)
+        return -ENOMEM;
+    if (grow((void **)&t->req, &t->cap_req, t->n_req + 1, sizeof(an_req)))
+        return -ENOMEM;
+    an_req q = {.ts_ms = ts, .input_tokens = in, .keys_off = t->n_keys, .ttl_ms = -1,
+                .n_blocks = (uint32_t)nk, .last_tokens = (uint32_t)(in - (uint64_t)(nk - 1) * bt),
+                .output_tokens = (uint32_t)out, .tenant = (uint32_t)ti, .ns = (uint32_t)ni,
+                .line = (uint32_t)r->line, .obs_matched = {-1, -1, -1, -1}};
+    t->n_keys += nk;
+    t->req[t->n_req++] = q;
+    return 1;
+}
+
 static int req_cmp(const void *a, const void *b)
 {
     const an_req *x = a, *y = b;
@@ -364,9 +499,19 @@ int an_trace_load(const char *path, const an_load_opts *o, an_trace *t)
         line[len] = 0; /* getline's buffer holds len + 1 bytes at least */
         if (strspn(line, " \t") == (size_t)len)
             continue; /* blank line */
+        size_t keys0 = t->n_keys, tok0 = t->n_tokens;
+        if (!o->no_fast) {
+            rc = fast_mooncake(&r, line);
+            if (rc == 1) {
+                rc = 0;
+                continue;
+            }
+            t->n_keys = keys0; /* what a line the fast path gave up on appended */
+            if (rc == -ENOMEM)
+                goto out;
+        }
         json_error_t je;
         json_t *j = json_loadb(line, (size_t)len, 0, &je);
-        size_t keys0 = t->n_keys, tok0 = t->n_tokens;
         if (!j) {
             snprintf(r.why, sizeof r.why, "invalid JSON at column %d: %.120s", je.column, je.text);
             rc = -EINVAL;

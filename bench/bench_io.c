@@ -1,43 +1,44 @@
 /*
- * bench_io.c — 2 MiB O_DIRECT block reads and writes: io_uring at queue depth 1..32 against
- * the pread/pwrite pool and a dd-like single-thread loop, all on one file in one run.
+ * bench_io.c — 2 MiB O_DIRECT block reads and writes through the nvme tier (tiers/nvme.h
+ * slot files, requests built by nvme_req, run by an io/ context on io_uring as the engine
+ * does) at queue depths 1..64, next to fio on the same directory, file size, block size and
+ * O_DIRECT (io_uring and psync engines: the better of the two at each depth is the
+ * "roofline") and next to a plain pread/pwrite thread pool (one thread per request in flight).
  *
- *   bench_io [--quick] [--mib N] [--reps N] [--block-kib N] [--threads N]
+ *   bench_io [--quick] [--mib N] [--reps N] [--block-kib N] [--no-fio]
  *   directory: $KVT_BENCH_DIR, else $KVT_TEST_DIR, else /tmp
  *
- * Each pass moves the whole file once, blocks in a random order (KV blocks are scattered).
- * Samples are windows of 8 consecutive completions: bytes of the window / time between the
- * completion before it and its last one. "med" is the median window bandwidth, "p99" the
- * window bandwidth that 99% of windows beat (the slow tail). "vs dd" divides the median by
- * the dd loop's median for the same operation. Exit 77 when the directory refuses O_DIRECT.
+ * Each pass moves the whole file (mib) once, blocks in a random order (KV blocks are
+ * scattered); GB/s = 1e9 bytes / s of the pass. Every cell is the median of --reps passes
+ * (3 by default; 1 with --quick), each rep running all engines in turn so drift hits all.
+ * CPU s/GB: user + system CPU seconds of this process (getrusage RUSAGE_SELF: includes the
+ * io_uring worker threads and the pool's threads) per 1e9 bytes moved. fio runs as a child
+ * (--output-format=json; bandwidth from its "bw_bytes"); without fio on PATH its columns read
+ * "-" and a note says so. Exit 77 when the directory refuses O_DIRECT.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "benchutil.h"
 #include "io/io.h"
+#include "tiers/nvme.h"
 #include "util/util.h"
 
-#define WIN 8 /* completions per bandwidth sample */
+#define MAXQD 64
+#define MAXREPS 9
 
-typedef struct run {
-    const char *name;
-    int op;
-    unsigned qd, threads;
-    int kind; /* 0 dd loop, 1 io_uring, 2 pool */
-    double med, p99;
-} run;
-
-static int fd;
+static nvme_tier *tier;
 static uint64_t blk, nblk;
-static unsigned reps;
-static unsigned char *bufs; /* [32][blk] */
+static unsigned char *bufs; /* [MAXQD][blk] */
 static uint32_t *order;     /* [nblk] */
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
@@ -61,122 +62,187 @@ static void shuffle(void)
     }
 }
 
-/* Window samples from completion times t[0..n] (t[0] = start). */
-static size_t windows(const uint64_t *t, size_t n, double *out)
+static double cpu_s(void)
 {
-    size_t k = 0;
-    for (size_t i = WIN; i <= n; i += WIN)
-        out[k++] = (double)(WIN * blk) / ((double)(t[i] - t[i - WIN]) * 1e-9);
-    return k;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
-static int pass_dd(int op, uint64_t *t)
-{
-    t[0] = bu_now_ns();
-    for (uint64_t i = 0; i < nblk; i++) {
-        io_req r = {.buf = bufs, .off = (uint64_t)order[i] * blk, .len = (uint32_t)blk, .fd = fd,
-                    .op = op};
-        ssize_t got = op == IO_OP_READ ? pread(fd, r.buf, blk, (off_t)r.off)
-                                       : pwrite(fd, r.buf, blk, (off_t)r.off);
-        if (got != (ssize_t)blk)
-            return got < 0 ? -errno : -EIO;
-        t[i + 1] = bu_now_ns();
-    }
-    return 0;
-}
+typedef struct cell {
+    double gbs, cpu; /* GB/s, CPU s per GB */
+} cell;
 
-static int pass_ctx(io_ctx *c, int op, uint64_t *t)
+/* ---------------------------------------------------------------- kvtier: nvme tier + io/ */
+
+static int pass_tier(io_ctx *c, int op, cell *out)
 {
     unsigned qd = io_ctx_queue_depth(c);
     uint64_t next = 0, done = 0;
-    io_cqe cq[32];
-    /* Buffer slots: a free list of qd 2 MiB buffers; user_data carries a request's slot. */
-    unsigned slots[32], n_free = qd;
+    io_cqe cq[MAXQD];
+    unsigned slots[MAXQD], n_free = qd;
     for (unsigned i = 0; i < qd; i++)
         slots[i] = i;
-    t[0] = bu_now_ns();
+    shuffle();
+    double c0 = cpu_s();
+    uint64_t t0 = bu_now_ns();
     while (done < nblk) {
-        io_req rq[32];
+        io_req rq[MAXQD];
         unsigned k = 0;
         while (next + k < nblk && n_free) {
             unsigned s = slots[--n_free];
-            rq[k] = (io_req){.buf = bufs + (size_t)s * blk, .off = (uint64_t)order[next + k] * blk,
-                             .len = (uint32_t)blk, .fd = fd, .op = op, .user_data = s};
+            int e = nvme_req(tier, order[next + k], op, bufs + (size_t)s * blk, (uint32_t)blk, s,
+                             &rq[k]);
+            if (e)
+                return e;
             k++;
         }
         if (k) {
             int sub = io_submit(c, rq, k);
             if (sub < 0)
                 return sub;
-            for (unsigned i = (unsigned)sub; i < k; i++) /* not accepted: slots back */
+            for (unsigned i = (unsigned)sub; i < k; i++)
                 slots[n_free++] = (unsigned)rq[i].user_data;
             next += (unsigned)sub;
         }
-        int got = io_wait(c, cq, 32, 1);
+        int got = io_wait(c, cq, MAXQD, 1);
         if (got < 0)
             return got;
-        uint64_t now = bu_now_ns();
         for (int i = 0; i < got; i++) {
             if (cq[i].res != (int)blk)
                 return cq[i].res < 0 ? cq[i].res : -EIO;
             slots[n_free++] = (unsigned)cq[i].user_data;
-            t[++done] = now;
+            done++;
         }
     }
+    double secs = (double)(bu_now_ns() - t0) * 1e-9, gb = (double)(nblk * blk) * 1e-9;
+    out->gbs = gb / secs;
+    out->cpu = (cpu_s() - c0) / gb;
     return 0;
 }
 
-static int measure(run *r)
+static int run_tier(int op, unsigned qd, cell *out)
 {
+    io_opts o;
+    io_opts_init(&o);
+    o.queue_depth = qd;
     io_ctx *c = NULL;
-    if (r->kind) {
-        io_opts o;
-        io_opts_init(&o);
-        o.queue_depth = r->qd;
-        o.pool_threads = r->threads;
-        o.flags = r->kind == 2 ? IO_FORCE_POOL : 0;
-        int e = io_ctx_open(&o, &c);
-        if (e)
-            return e;
-        if (r->kind == 1 && io_ctx_backend(c) != IO_BACKEND_URING) {
-            io_ctx_close(c);
-            return -ENOSYS;
-        }
-        struct iovec iov = {bufs, (size_t)32 * blk};
-        if (r->kind == 1 && iov.iov_len <= (1u << 30))
-            io_ctx_register_buffers(c, &iov, 1); /* best effort: memlock may forbid it */
-        if (r->kind == 1)
-            io_ctx_register_files(c, &fd, 1);
-    }
-    uint64_t *t = malloc((nblk + 1) * sizeof *t);
-    double *s = malloc(((nblk / WIN + 1) * (reps + 1)) * sizeof *s);
-    size_t ns = 0;
-    int err = t && s ? 0 : -ENOMEM;
-    for (unsigned rep = 0; rep <= reps && !err; rep++) { /* rep 0 warms up */
-        shuffle();
-        err = r->kind ? pass_ctx(c, r->op, t) : pass_dd(r->op, t);
-        if (!err && rep > 0)
-            ns += windows(t, nblk, s + ns);
-    }
-    if (!err) {
-        r->med = bu_quantile(s, ns, 0.5);
-        r->p99 = bu_quantile(s, ns, 0.01);
-    }
-    free(t);
-    free(s);
+    int e = io_ctx_open(&o, &c);
+    if (e)
+        return e;
+    e = pass_tier(c, op, out);
     io_ctx_close(c);
-    return err;
+    return e;
+}
+
+/* ---------------------------------------------------------------- plain pread/pwrite pool */
+
+static atomic_uint_fast64_t pool_next;
+static int pool_op;
+static atomic_int pool_err;
+
+static void *pool_worker(void *arg)
+{
+    unsigned char *buf = arg;
+    for (;;) {
+        uint64_t i = atomic_fetch_add(&pool_next, 1);
+        if (i >= nblk)
+            break;
+        int fd;
+        uint64_t off;
+        if (nvme_slot_loc(tier, order[i], &fd, &off))
+            break;
+        ssize_t got = pool_op == IO_OP_READ ? pread(fd, buf, blk, (off_t)off)
+                                            : pwrite(fd, buf, blk, (off_t)off);
+        if (got != (ssize_t)blk) {
+            atomic_store(&pool_err, got < 0 ? -errno : -EIO);
+            break;
+        }
+    }
+    return NULL;
+}
+
+static int run_pool(int op, unsigned threads, cell *out)
+{
+    pthread_t th[MAXQD];
+    shuffle();
+    atomic_store(&pool_next, 0);
+    atomic_store(&pool_err, 0);
+    pool_op = op;
+    double c0 = cpu_s();
+    uint64_t t0 = bu_now_ns();
+    unsigned n = 0;
+    for (; n < threads; n++)
+        if (pthread_create(&th[n], NULL, pool_worker, bufs + (size_t)n * blk))
+            break;
+    for (unsigned i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+    double secs = (double)(bu_now_ns() - t0) * 1e-9, gb = (double)(nblk * blk) * 1e-9;
+    out->gbs = gb / secs;
+    out->cpu = (cpu_s() - c0) / gb;
+    return n < threads ? -EAGAIN : atomic_load(&pool_err);
+}
+
+/* ---------------------------------------------------------------- fio */
+
+static int have_fio(void)
+{
+    return system("fio --version > /dev/null 2>&1") == 0;
+}
+
+/* fio on dir/fio.<pid>: same size, block, O_DIRECT, random order, the file moved once.
+ * psync: qd jobs of one request each, io_size split between them. GB/s or -1. */
+static double run_fio(const char *dir, int op, unsigned qd, int psync, uint64_t mib)
+{
+    char cmd[PATH_MAX + 512];
+    unsigned jobs = psync ? qd : 1;
+    uint64_t per = mib / jobs ? mib / jobs : 1;
+    snprintf(cmd, sizeof cmd,
+             "fio --name=kvt --filename=%s/fio.%d --filesize=%lluM --io_size=%lluM --bs=%lluk "
+             "--direct=1 --rw=%s --ioengine=%s --iodepth=%u --numjobs=%u --group_reporting "
+             "--randrepeat=0 --fallocate=native --output-format=json 2>/dev/null",
+             dir, (int)getpid(), (unsigned long long)mib, (unsigned long long)per,
+             (unsigned long long)(blk >> 10), op == IO_OP_READ ? "randread" : "randwrite",
+             psync ? "psync" : "io_uring", psync ? 1u : qd, jobs);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    static char out[1 << 20];
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    if (pclose(p) != 0)
+        return -1;
+    const char *sec = strstr(out, op == IO_OP_READ ? "\"read\" :" : "\"write\" :");
+    const char *bw = sec ? strstr(sec, "\"bw_bytes\" :") : NULL;
+    if (!bw)
+        return -1;
+    return strtod(bw + strlen("\"bw_bytes\" :"), NULL) * 1e-9;
+}
+
+/* ---------------------------------------------------------------- main */
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, unsigned n)
+{
+    qsort(v, n, sizeof *v, cmp_d);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 int main(int argc, char **argv)
 {
     int quick = bu_flag(argc, argv, "--quick");
     uint64_t mib = (uint64_t)bu_opt(argc, argv, "--mib", quick ? 32 : 1024);
-    reps = (unsigned)bu_opt(argc, argv, "--reps", quick ? 1 : 5);
+    unsigned reps = (unsigned)bu_opt(argc, argv, "--reps", quick ? 1 : 3);
     blk = (uint64_t)bu_opt(argc, argv, "--block-kib", 2048) * 1024;
-    unsigned threads = (unsigned)bu_opt(argc, argv, "--threads", 4);
-    if (blk == 0 || blk % IO_ALIGN || blk > (64u << 20) || mib * (1u << 20) < blk * WIN ||
-        threads == 0 || threads > 256 || reps == 0) {
+    int fio = !bu_flag(argc, argv, "--no-fio");
+    if (blk == 0 || blk % IO_ALIGN || blk > (64u << 20) || mib * (1u << 20) < blk * 8 ||
+        reps == 0 || reps > MAXREPS) {
         fprintf(stderr, "bench_io: bad arguments\n");
         return 2;
     }
@@ -187,81 +253,99 @@ int main(int argc, char **argv)
     if (!d || !*d)
         d = "/tmp";
     mkdir(d, 0755);
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/bench_io.%d", d, (int)getpid());
-    int direct = 0;
-    fd = io_file_open(path, O_RDWR | O_CREAT | O_TRUNC, 0600, 1, &direct);
-    if (fd < 0) {
-        fprintf(stderr, "bench_io: open %s: %s\n", path, strerror(-fd));
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/bench_io.%d", d, (int)getpid());
+    int e = nvme_open(dir, nblk * blk, blk, NULL, &tier);
+    if (e) {
+        fprintf(stderr, "bench_io: nvme_open %s: %s\n", dir, strerror(-e));
         return 1;
     }
-    unlink(path); /* the file goes away with the fd, whatever happens */
-    if (!direct) {
+    if (!nvme_direct(tier)) {
         fprintf(stderr, "skip: %s refuses O_DIRECT\n", d);
-        close(fd);
+        nvme_close(tier);
+        char cmd[PATH_MAX + 16];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        if (system(cmd)) {}
         return 77;
     }
-    if (fallocate(fd, 0, 0, (off_t)(nblk * blk)) != 0 && errno != EOPNOTSUPP) {
-        fprintf(stderr, "bench_io: fallocate %llu MiB: %s\n", (unsigned long long)mib,
-                strerror(errno));
-        close(fd);
-        return 1;
-    }
-    bufs = io_buf_alloc((size_t)32 * blk);
+    bufs = io_buf_alloc((size_t)MAXQD * blk);
     order = malloc(nblk * sizeof *order);
     if (!bufs || !order)
         return 1;
-    for (size_t i = 0; i < (size_t)32 * blk; i++)
+    for (size_t i = 0; i < (size_t)MAXQD * blk; i++)
         bufs[i] = (unsigned char)(rnd() >> 56);
+    if (fio && !have_fio()) {
+        fio = 0;
+        printf("# fio not found on PATH: fio columns skipped (Debian: apt-get install fio)\n");
+    }
+
+    static const unsigned qds_full[] = {1, 2, 4, 8, 16, 32, 64}, qds_quick[] = {1, 8, 64};
+    const unsigned *qds = quick ? qds_quick : qds_full;
+    unsigned nq = quick ? 3 : 7;
+    static double v[2][7][5][2][MAXREPS]; /* [op][qd][kvt, pool, fio_uring, fio_psync][gbs,cpu] */
+    int rc = 0;
+    for (unsigned rep = 0; rep < reps && !rc; rep++)
+        for (int op = IO_OP_WRITE; op >= IO_OP_READ && !rc; op--) /* writes first: data */
+            for (unsigned q = 0; q < nq && !rc; q++) {
+                cell c;
+                if ((e = run_tier(op, qds[q], &c))) {
+                    fprintf(stderr, "bench_io: kvtier qd %u: %s\n", qds[q], strerror(-e));
+                    rc = 1;
+                    break;
+                }
+                v[op][q][0][0][rep] = c.gbs, v[op][q][0][1][rep] = c.cpu;
+                if ((e = run_pool(op, qds[q], &c))) {
+                    fprintf(stderr, "bench_io: pool %u: %s\n", qds[q], strerror(-e));
+                    rc = 1;
+                    break;
+                }
+                v[op][q][1][0][rep] = c.gbs, v[op][q][1][1][rep] = c.cpu;
+                for (int k = 0; k < 2; k++)
+                    v[op][q][2 + k][0][rep] = fio ? run_fio(dir, op, qds[q], k, mib) : -1;
+            }
 
     bu_header(argc, argv);
-    printf("# file %llu MiB, block %llu KiB, %u reps + warm-up, random order, O_DIRECT; "
-           "GB/s = 1e9 bytes/s over windows of %d blocks; p99 = slow tail\n",
-           (unsigned long long)mib, (unsigned long long)(blk >> 10), reps, WIN);
-    printf("%-6s %-9s %4s %7s %10s %10s %7s\n", "op", "engine", "qd", "threads", "GB/s med",
-           "GB/s p99", "vs dd");
-    static const unsigned qds[] = {1, 2, 4, 8, 16, 32};
-    int uring_ok = 1, rc = 0;
-    for (int op = IO_OP_WRITE; op >= IO_OP_READ; op--) { /* write first: reads need data */
-        run dd = {"dd", op, 1, 1, 0, 0, 0};
-        int e = measure(&dd);
-        if (e) {
-            fprintf(stderr, "bench_io: dd: %s\n", strerror(-e));
-            rc = 1;
-            break;
+    printf("# dir %s, file %llu MiB, block %llu KiB, O_DIRECT, random order, whole file per "
+           "pass, median of %u reps; GB/s = 1e9 B/s; CPU = CPU s per GB (getrusage)\n",
+           d, (unsigned long long)mib, (unsigned long long)(blk >> 10), reps);
+    printf("# kvtier = nvme tier slot files + io/ (io_uring); pool = plain pread/pwrite, one "
+           "thread per request in flight; roofline = max(fio io_uring, fio psync)\n");
+    printf("%-6s %3s | %8s %7s | %8s %7s | %9s %9s | %8s\n", "op", "qd", "kvtier", "CPU",
+           "pool", "CPU", "fio uring", "fio psync", "% roof");
+    double best_k[2] = {0, 0}, best_f[2] = {0, 0};
+    for (int op = IO_OP_WRITE; op >= IO_OP_READ && !rc; op--)
+        for (unsigned q = 0; q < nq; q++) {
+            double m[4][2];
+            for (int k = 0; k < 4; k++)
+                for (int j = 0; j < 2; j++)
+                    m[k][j] = median(v[op][q][k][j], reps);
+            double roof = m[2][0] > m[3][0] ? m[2][0] : m[3][0];
+            char fu[16] = "-", fp[16] = "-", pc[16] = "-";
+            if (m[2][0] > 0)
+                snprintf(fu, sizeof fu, "%.3f", m[2][0]);
+            if (m[3][0] > 0)
+                snprintf(fp, sizeof fp, "%.3f", m[3][0]);
+            if (roof > 0)
+                snprintf(pc, sizeof pc, "%.0f%%", 100 * m[0][0] / roof);
+            printf("%-6s %3u | %8.3f %7.3f | %8.3f %7.3f | %9s %9s | %8s\n",
+                   op == IO_OP_READ ? "read" : "write", qds[q], m[0][0], m[0][1], m[1][0],
+                   m[1][1], fu, fp, pc);
+            if (m[0][0] > best_k[op])
+                best_k[op] = m[0][0];
+            if (roof > best_f[op])
+                best_f[op] = roof;
         }
-        const char *opn = op == IO_OP_READ ? "read" : "write";
-        printf("%-6s %-9s %4u %7u %10.3f %10.3f %7.2f\n", opn, "dd", 1u, 1u, dd.med / 1e9,
-               dd.p99 / 1e9, 1.0);
-        for (unsigned i = 0; i < sizeof qds / sizeof *qds && uring_ok; i++) {
-            run r = {"io_uring", op, qds[i], 1, 1, 0, 0};
-            e = measure(&r);
-            if (e == -ENOSYS) {
-                printf("# io_uring unavailable here: its rows are skipped\n");
-                uring_ok = 0;
-                break;
-            }
-            if (e) {
-                fprintf(stderr, "bench_io: io_uring qd %u: %s\n", qds[i], strerror(-e));
-                rc = 1;
-                continue;
-            }
-            printf("%-6s %-9s %4u %7s %10.3f %10.3f %7.2f\n", opn, "io_uring", r.qd, "-",
-                   r.med / 1e9, r.p99 / 1e9, r.med / dd.med);
-        }
-        run p = {"pool", op, 32, threads, 2, 0, 0};
-        e = measure(&p);
-        if (e) {
-            fprintf(stderr, "bench_io: pool: %s\n", strerror(-e));
-            rc = 1;
-            continue;
-        }
-        printf("%-6s %-9s %4u %7u %10.3f %10.3f %7.2f\n", opn, "pool", p.qd, p.threads,
-               p.med / 1e9, p.p99 / 1e9, p.med / dd.med);
-        fflush(stdout);
-    }
+    if (fio && !rc)
+        for (int op = IO_OP_WRITE; op >= IO_OP_READ; op--)
+            printf("# %s: best kvtier %.3f GB/s vs best fio %.3f GB/s = %.0f%% of the roofline "
+                   "(target >= 90%%: %s)\n",
+                   op == IO_OP_READ ? "read" : "write", best_k[op], best_f[op],
+                   100 * best_k[op] / best_f[op], best_k[op] >= 0.9 * best_f[op] ? "met" : "NOT met");
+    nvme_close(tier);
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd)) {}
     io_buf_free(bufs);
     free(order);
-    close(fd);
     return rc;
 }

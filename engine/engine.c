@@ -113,6 +113,7 @@ KVT_EXPORT void kvt_options_destroy(kvt_options *o)
     util_free(o->data_dir);
     for (int t = 0; t < RADIX_TIERS; t++)
         util_free(o->tier_path[t]);
+    eremote_opts_free(o); /* engine/remote.c */
     util_free(o);
 }
 
@@ -211,6 +212,15 @@ KVT_EXPORT int kvt_options_set_simulate(kvt_options *o, int on)
     return 0;
 }
 
+KVT_EXPORT int kvt_options_set_log(kvt_options *o, kvt_log_fn fn, void *arg)
+{
+    if (!o)
+        return -EINVAL;
+    o->log_fn = fn;
+    o->log_arg = arg;
+    return 0;
+}
+
 /* A deep copy the engine keeps. */
 static kvt_options *options_dup(const kvt_options *src)
 {
@@ -221,6 +231,7 @@ static kvt_options *options_dup(const kvt_options *src)
     o->data_dir = NULL;
     for (int t = 0; t < RADIX_TIERS; t++)
         o->tier_path[t] = NULL;
+    o->rcfg = NULL; /* the remote tier reads the caller's options at open */
     if (set_str(&o->data_dir, src->data_dir))
         goto fail;
     for (int t = 0; t < RADIX_TIERS; t++)
@@ -251,6 +262,10 @@ KVT_EXPORT int kvt_engine_open(const kvt_options *opts, kvt_engine **out)
     kvt_engine *e = util_calloc(1, sizeof *e);
     if (!e)
         return -ENOMEM;
+    if (opts->log_fn) { /* before anything that may log (io/, restart) */
+        io_set_log(opts->log_fn, opts->log_arg);
+        e->log_hooked = 1;
+    }
     if ((rc = pthread_mutex_init(&e->lock, NULL))) {
         util_free(e);
         return -rc;
@@ -267,6 +282,8 @@ KVT_EXPORT int kvt_engine_open(const kvt_options *opts, kvt_engine **out)
     policy_init(e, opts); /* engine/policy.c */
     if ((rc = hbm_open(e, opts))) /* the HBM tier (engine/hbm.c) */
         goto fail_dram;
+    if ((rc = eremote_open(e, opts))) /* the shared remote tier (engine/remote.c) */
+        goto fail_dram;
     if (opts->data_dir || opts->simulate) {
         /* The tiered engine: everything it adds lives in tiering.c and restart.c. */
         e->opts = options_dup(opts);
@@ -282,12 +299,15 @@ KVT_EXPORT int kvt_engine_open(const kvt_options *opts, kvt_engine **out)
     *out = e;
     return 0;
 fail_dram:
+    eremote_close(e);
     hbm_close(e);
     if (e->cuda_pinned)
         gpu_host_unregister(dram_base(e->dram));
     dram_close(e->dram);
 fail:
     pthread_mutex_destroy(&e->lock);
+    if (e->log_hooked)
+        io_set_log(NULL, NULL);
     util_free(e);
     return rc;
 }
@@ -323,10 +343,14 @@ KVT_EXPORT int kvt_engine_close(kvt_engine *e)
     pthread_mutex_unlock(&e->lock);
     if (open)
         return KVT_ELEASES;
+    eremote_close(e); /* finish the remote write-through queue, unpin */
     int rc = 0;
     if (e->tiered)
         rc = tiers_close(e); /* prefetches, flush, threads, catalog, tier files */
+    int hooked = e->log_hooked;
     engine_free(e);
+    if (hooked)
+        io_set_log(NULL, NULL);
     return rc;
 }
 
@@ -728,6 +752,8 @@ KVT_EXPORT int kvt_match(kvt_ns *ns, const uint32_t *tokens, size_t n_tokens, si
     if (ns->flags & KVT_NS_KEYS)
         return KVT_EMODE;
     size_t blocks = 0;
+    if (lease && ns->eng->rem) /* fetch what the shared remote tier adds (engine/remote.c) */
+        eremote_fill(ns, tokens, n_tokens / ns->bt);
     int rc = match_units_lease(ns, tokens, n_tokens / ns->bt, &blocks, lease, 0);
     if (matched)
         *matched = rc ? 0 : blocks * ns->bt;
@@ -745,6 +771,8 @@ KVT_EXPORT int kvt_match_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys, s
         return KVT_EMODE;
     size_t blocks = 0;
     /* A little-endian uint64_t array is the key tree's pairs of uint32 units, low word first. */
+    if (lease && ns->eng->rem)
+        eremote_fill(ns, (const uint32_t *)(const void *)keys, n_keys);
     int rc = match_units_lease(ns, (const uint32_t *)(const void *)keys, n_keys, &blocks, lease, 0);
     if (matched)
         *matched = rc ? 0 : blocks;
@@ -939,6 +967,8 @@ int put_units(kvt_ns *ns, const uint32_t *units, size_t nb, const void *const *b
     policy_put(ns, leaf, (uint32_t)got, ttl_s); /* TTL hint, drain placement (policy.c) */
     if (e->tiered)
         wt_enqueue(ns, leaf, 0, (uint32_t)got);
+    if (e->rem) /* remote write-through (engine/remote.c) */
+        eremote_on_put(ns, leaf, (uint32_t)got, units);
     e->blocks_stored += got;
     e->blocks_cached += got;
     if (stored)
@@ -1115,6 +1145,7 @@ KVT_EXPORT int kvt_engine_stats(kvt_engine *e, kvt_stats *out, size_t size)
     }
     s.bytes_read = atomic_load(&e->bytes_read);
     s.bytes_written = atomic_load(&e->bytes_written);
+    eremote_stats(e, &s); /* engine/remote.c: unlocked (it may wait on a remote context) */
     memcpy(out, &s, size < sizeof s ? size : sizeof s);
     return 0;
 }

@@ -11,8 +11,9 @@
  *                         └─ quarantine: nvme slots / disk records whose catalog delete is
  *                            not yet durable (freed only after it is)
  *
- * Locks, in the only order they may nest:  ns_lock -> lock;  disk_rw and io_pool.lock are
- * leaves taken without `lock` held.
+ * Locks, in the only order they may nest:  ns_lock -> lock;  disk_rw -> lock (only in disk
+ * compaction's move callback, engine/compact.c); disk_rw and io_pool.lock are never waited
+ * for with `lock` held (the flusher's compaction check only try-locks disk_rw).
  *  - lock (the engine mutex) guards the index, DRAM/nvme allocators, tenants, the lists, the
  *    quarantine and every counter that is not atomic. It is never held across I/O, a byte
  *    copy or a catalog call.
@@ -89,9 +90,13 @@ struct kvt_options {
     /* placement policy (issue 4, engine/policy.c) */
     int policy;                         /* evict_policy: 0 = lru */
     int have_model;
+    int capacity_priced;                /* drain: 1 = hold cost per byte-second (policy.c) */
     kvt_model_desc model;               /* the model whose blocks are cached (recompute cost) */
     double tier_read_bw[RADIX_TIERS];   /* cost-model bandwidths, bytes/s; 0: default */
     double tier_write_bw[RADIX_TIERS];
+    kvt_log_fn log_fn; /* kvt_options_set_log: installed with io_set_log at open */
+    void *log_arg;
+    struct remote_cfg *rcfg; /* the remote tier (engine/remote.c); not copied by options_dup */
 };
 
 typedef struct tenant {
@@ -221,6 +226,13 @@ struct kvt_engine {
     uint32_t *sim_nvme_free;
     uint64_t sim_nvme_nfree, sim_nvme_capfree;
     uint64_t sim_disk_cap, sim_disk_used;
+    /* ---- disk compaction (engine/compact.c): counters under lock; last_* flusher-only */
+    uint64_t compactions, compact_moved, compact_refused;
+    uint64_t compact_last_file, compact_last_live;
+    int compacting;    /* a compaction runs (flusher or kvt__engine_compact) */
+    int quar_draining; /* a quarantine drain has the lock dropped */
+    int log_hooked; /* this engine installed the process's log hook (kvt_options_set_log) */
+    struct eng_remote *rem; /* the shared remote tier (engine/remote.c), or NULL */
 };
 
 /* A lease pins `deepest` and all its ancestors (pins += 1 each) and snapshots the locations
@@ -291,6 +303,7 @@ void policy_cut_expired(kvt_ns *ns, radix_path *p, int drop); /* lock held */
 int sim_open(kvt_engine *e);
 void sim_close(kvt_engine *e);
 int sim_nvme_alloc(kvt_engine *e, tenant *tn, uint32_t *slot);
+int sim_tier_full(kvt_engine *e, int t); /* 1: no free simulated slot/byte in nvme/disk */
 void sim_nvme_free(kvt_engine *e, uint32_t slot);
 int sim_disk_alloc(kvt_engine *e, tenant *tn, uint64_t bytes, uint32_t *h);
 void sim_persist(kvt_ns *ns, radix_node *leaf, uint32_t first, uint32_t n); /* lock held */
@@ -308,5 +321,14 @@ void hbm_stats(kvt_engine *e, kvt_stats *s);            /* lock held */
 /* ---- restart.c */
 int restart_namespaces(kvt_engine *e); /* ns_lock held */
 int restart_blocks(kvt_engine *e);     /* ns_lock held */
+
+/* ---- remote.c (the shared remote tier, issue 9; no-ops without one) */
+void eremote_opts_free(kvt_options *o);
+int eremote_open(kvt_engine *e, const kvt_options *o); /* at engine open */
+void eremote_close(kvt_engine *e);                      /* at close: drain queue, stop thread */
+void eremote_on_put(kvt_ns *ns, radix_node *leaf, uint32_t n, const uint32_t *units); /* lock */
+void eremote_fill(kvt_ns *ns, const uint32_t *units, size_t nb); /* before a leasing match */
+void eremote_stats(kvt_engine *e, kvt_stats *s);
+uint64_t eremote_ns_id(const kvt_ns *ns); /* cluster-wide: XXH3 of name, tenant, layout */
 
 #endif

@@ -95,6 +95,14 @@ KVT_EXPORT int kvt_options_set_policy(kvt_options *o, const char *name)
     return 0;
 }
 
+KVT_EXPORT int kvt_options_set_capacity_priced(kvt_options *o, int priced)
+{
+    if (!o || (priced != 0 && priced != 1))
+        return -EINVAL;
+    o->capacity_priced = priced;
+    return 0;
+}
+
 KVT_EXPORT int kvt_options_set_model(kvt_options *o, const kvt_model_desc *m)
 {
     if (!o || !model_ok(m))
@@ -130,6 +138,7 @@ void policy_init(kvt_engine *e, const kvt_options *o)
     e->policy = o->policy;
     evict_params_default(&e->pp);
     e->pp.policy = (evict_policy)o->policy;
+    e->pp.capacity_priced = o->capacity_priced;
     if (o->have_model)
         md = o->model;
     else
@@ -237,6 +246,56 @@ radix_node *policy_pick(kvt_engine *e, tenant *tn, int t, int (*ok)(radix_node *
 
 /* ---------------------------------------------------------------- puts: TTL and placement */
 
+/* Is persistent tier t (kvt index) out of room? */
+static int tier_full(kvt_engine *e, int t)
+{
+    if (e->simulate)
+        return sim_tier_full(e, t);
+    if (t == RADIX_TIER_NVME)
+        return e->nvme && nvme_free_slots(e->nvme) == 0;
+    return 0; /* disk: a log; its room is made by disk_make_room */
+}
+
+/* The value density of the block a full tier t would push out for tenant tn: its stalest
+ * unpinned node's last block (nvme and disk victims go in LRU order under every policy). */
+static double displaced_density(kvt_engine *e, tenant *tn, int t, double now)
+{
+    util_list *h = &tn->tl[t];
+    int ct = e->cm_idx[t];
+    for (util_list *l = h->next; l != h; l = l->next) {
+        radix_node *n = UTIL_CONTAINER_OF(l, radix_node, tlink[t]);
+        if (n->pins || !n->owner || !n->n_blocks)
+            continue;
+        evict_block b;
+        policy_block(n->owner, n, n->n_blocks - 1, &b);
+        return evict_value_density(&e->cm, &e->pp, &b, (unsigned)ct, now);
+    }
+    return INFINITY; /* nothing it could push out: no room */
+}
+
+/* drain, provisioned capacity: write a fresh block through to the first persistent tier
+ * only if a copy there saves GPU time and the tier has room or the block is worth more than
+ * the one it would displace. The DRAM copy stays (DRAM has room: the put just allocated it;
+ * under pressure tiered_evict_dram takes the lowest density). */
+static void policy_put_marginal(kvt_ns *ns, radix_node *leaf, uint32_t n, double now)
+{
+    kvt_engine *e = ns->eng;
+    int t = e->cm_idx[RADIX_TIER_NVME] >= 0 ? RADIX_TIER_NVME : RADIX_TIER_DISK;
+    if (e->cm_idx[t] < 0)
+        return;
+    double disp = tier_full(e, t) ? displaced_density(e, ns->tn, t, now) : 0;
+    for (uint32_t j = 0; j < n && j < leaf->n_blocks; j++) {
+        evict_block b;
+        policy_block(ns, leaf, j, &b);
+        b.tiers = 0;
+        b.pinned = 0;
+        if (evict_admit(&e->cm, &e->pp, &b, (unsigned)e->cm_idx[t], now, disp) == 0) {
+            leaf->blocks[j].flags |= BLK_NOPERSIST;
+            e->wt_skipped++;
+        }
+    }
+}
+
 void policy_put(kvt_ns *ns, radix_node *leaf, uint32_t n, double ttl_s)
 {
     kvt_engine *e = ns->eng;
@@ -247,6 +306,10 @@ void policy_put(kvt_ns *ns, radix_node *leaf, uint32_t n, double ttl_s)
     if (e->policy != EVICT_POLICY_DRAIN || !e->tiered)
         return;
     double now = policy_now_s(e);
+    if (!e->pp.capacity_priced) {
+        policy_put_marginal(ns, leaf, n, now);
+        return;
+    }
     for (uint32_t j = 0; j < n && j < leaf->n_blocks; j++) {
         evict_block b;
         evict_action a;

@@ -367,6 +367,10 @@ int restart_blocks(kvt_engine *e)
                 }
             }
         }
+        if (x.n_dels || st.garbled)
+            io_log(IO_LOG_WARN, "warm restart: namespace %s: %zu catalog records dropped (bad, "
+                   "expired, orphaned or space gone), %llu garbled",
+                   ns->name, x.n_dels, (unsigned long long)st.garbled);
         util_free(x.b);
         util_free(x.units);
         util_free(x.dels);

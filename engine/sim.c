@@ -207,3 +207,12 @@ void sim_stats(kvt_engine *e, kvt_stats *s)
     s->tier_capacity[KVT_TIER_DISK] = e->sim_disk_cap;
     s->tier_used[KVT_TIER_DISK] = e->sim_disk_used;
 }
+
+int sim_tier_full(kvt_engine *e, int t)
+{
+    if (t == RADIX_TIER_NVME)
+        return sim_nvme_ready(e) && !e->sim_nvme_nfree && e->sim_nvme_fresh >= e->sim_nvme_slots;
+    if (t == RADIX_TIER_DISK)
+        return e->sim_disk_cap && e->sim_disk_used + 4096 > e->sim_disk_cap;
+    return 0;
+}

@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "engine/compact.h"
 #include "engine/internal.h"
 
 #define WT_BATCH 16u /* blocks per write-through batch: one fdatasync + one catalog batch */
@@ -368,7 +369,11 @@ static int dram_candidate(radix_node *n)
 
 int tiered_evict_dram(kvt_engine *e, tenant *tn, int allow_drop)
 {
-    for (int pass = 0; pass < 2; pass++) {
+    /* Without a tier below DRAM nothing is ever persisted: pass 0 (demote a persisted copy)
+     * would scan the whole DRAM list for nothing on every eviction, quadratic in capacity. */
+    int lower = e->simulate ? (e->opts->tier_capacity[RADIX_TIER_NVME] || e->sim_disk_cap)
+                            : (e->nvme || e->disk);
+    for (int pass = lower ? 0 : 1; pass < 2; pass++) {
         /* lfu/drain: the best-scored of the stalest few first (engine/policy.c) */
         radix_node *pick = e->policy != EVICT_POLICY_LRU
                                ? policy_pick(e, tn, RADIX_TIER_DRAM, dram_candidate)
@@ -539,6 +544,7 @@ static void quarantine_drain(kvt_engine *e)
     size_t n = e->n_quar;
     e->quar = NULL;
     e->n_quar = e->cap_quar = 0;
+    e->quar_draining++; /* compaction waits for it (engine/compact.c) */
     pthread_mutex_unlock(&e->lock);
     int rc = -ENOMEM;
     catalog_del *dels = util_malloc(n * sizeof *dels);
@@ -556,6 +562,7 @@ static void quarantine_drain(kvt_engine *e)
         pthread_rwlock_unlock(&e->disk_rw);
     }
     pthread_mutex_lock(&e->lock);
+    e->quar_draining--;
     if (rc == 0) {
         for (size_t i = 0; i < n; i++)
             if (q[i].tier == RADIX_TIER_NVME)
@@ -569,6 +576,8 @@ static void quarantine_drain(kvt_engine *e)
         util_free(q);
     }
 }
+
+void tiers_quarantine_drain(kvt_engine *e) { quarantine_drain(e); } /* engine/compact.c */
 
 /* ---------------------------------------------------------------- write-through */
 
@@ -1012,6 +1021,8 @@ static void wt_run(kvt_engine *e, wt_job *jobs, unsigned n, wt_bufs *wb)
     wt_catalog(e, jobs, n);
 
     pthread_mutex_lock(&e->lock);
+    unsigned nfail = 0;
+    int ferr = 0;
     for (unsigned i = 0; i < n; i++) {
         wt_job *j = &jobs[i];
         radix_node *nd;
@@ -1037,6 +1048,8 @@ static void wt_run(kvt_engine *e, wt_job *jobs, unsigned n, wt_bufs *wb)
                 dloc_put(e, j->dloc_h);
             }
             b->flags |= BLK_NOPERSIST;
+            if (!nfail++)
+                ferr = j->err;
             e->wt_failures++;
             if (j->err != -ENOSPC && j->err != -ENOMEM)
                 e->io_errors++;
@@ -1047,6 +1060,9 @@ static void wt_run(kvt_engine *e, wt_job *jobs, unsigned n, wt_bufs *wb)
         path_unpin(j->node);
         util_free(j->units);
     }
+    if (nfail)
+        io_log(IO_LOG_WARN, "write-through: %u of %u blocks not persisted: %s (kept in DRAM only)",
+               nfail, n, kvt_strerror(ferr));
     /* drain placed these below DRAM: the DRAM copy was only the write-through's source.
      * Freed once the whole batch is unpinned, unless a reader pins or promotes it. Lock
      * held since the unpins: every job's node is still there. */
@@ -1083,6 +1099,8 @@ static void *flusher_main(void *arg)
         }
         if (e->stop)
             break;
+        if (!e->wt_busy && compact_maybe(e)) /* idle: reclaim dead disk records */
+            continue;
         pthread_cond_wait(&e->wt_work, &e->lock);
     }
     pthread_mutex_unlock(&e->lock);
@@ -1257,6 +1275,10 @@ static int fetch(kvt_lease *l, size_t i, void *dst, int prefetch)
         }
     }
     pthread_cond_broadcast(&e->promo_cv);
+    if (rc && rc != -ENOMEM)
+        io_log(IO_LOG_WARN, "read of block %016llx from %s: %s: served as a miss, block dropped",
+               (unsigned long long)key, tier == RADIX_TIER_NVME ? "nvme" : "disk",
+               corrupt ? "failed verification" : kvt_strerror(rc));
     pthread_mutex_unlock(&e->lock);
     return rc;
 }

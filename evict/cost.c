@@ -320,3 +320,15 @@ int evict_plan_match(const evict_costmodel *cm, evict_plan_block *blk, size_t n,
     util_free(cand);
     return 0;
 }
+
+double evict_hit_saving_s(const evict_costmodel *cm, int tier, uint64_t bytes,
+                          double recompute_s)
+{
+    if (!cm || tier < 0 || (unsigned)tier >= cm->n_tiers || !(recompute_s > 0))
+        return 0;
+    const evict_tier *t = &cm->tier[tier];
+    if (t->resident)
+        return recompute_s;
+    double l = evict_tier_load_s(t, bytes);
+    return recompute_s * recompute_s / (recompute_s + l);
+}

@@ -162,6 +162,25 @@ typedef struct evict_window {
 int evict_breakeven(const evict_costmodel *cm, uint64_t bytes, double recompute_s,
                     evict_window win[EVICT_MAX_TIERS + 1]);
 
+/* ---------------------------------------------------------------- online (marginal) placement
+ * The functions above price capacity per byte-second: the right model for SIZING (what
+ * capacity to buy, or capacity rented per use). Capacity you already have is paid whether it
+ * is used or not: holding a block in a tier with free space costs nothing, and in a full tier
+ * it costs the value of the block it displaces. The online decision (reuse.h: evict_admit,
+ * evict_value_density, the drain policy's default) uses only these two figures:
+ *
+ *   saving_s(T)  GPU seconds a hit from T saves against recomputing, with the load overlapped
+ *                with the compute of the rest of the prompt (evict_plan_match's pipeline):
+ *                  resident:   r
+ *                  otherwise:  r^2 / (r + l),  l = evict_tier_load_s(T, bytes)
+ *                r^2/(r+l) is what the block saves when its own load and the recompute of
+ *                other blocks share the time optimally (a fraction r/(r+l) loaded): a lower
+ *                bound (a long uncached suffix hides the whole load and saves r) that is
+ *                positive for every tier, and small for a tier slower than recompute (l >> r).
+ *   value rate   saving_s × gpu_usd_s / t: $ per second the copy earns at one reuse per t. */
+double evict_hit_saving_s(const evict_costmodel *cm, int tier, uint64_t bytes,
+                          double recompute_s);
+
 /* ---------------------------------------------------------------- load plan
  * Given the matched blocks of a request, which to load and which to recompute.
  *

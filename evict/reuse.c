@@ -199,7 +199,15 @@ int evict_decide(const evict_costmodel *cm, const evict_params *p, const evict_b
     }
     case EVICT_POLICY_DRAIN:
         out->reuse_s = evict_reuse_s(&b->hist, now_s, p);
-        target = evict_drain_target(cm, p, b, cur, out->reuse_s, &out->usd);
+        if (p->capacity_priced) {
+            target = evict_drain_target(cm, p, b, cur, out->reuse_s, &out->usd);
+        } else if (cur >= 0) {
+            target = cur; /* room is the engine's business: pressure evicts by density */
+        } else { /* fresh: the fastest managed tier whose copy saves GPU time */
+            for (unsigned i = 1; i < cm->n_tiers && target == EVICT_RECOMPUTE; i++)
+                if (evict_hit_saving_s(cm, (int)i, b->bytes, b->recompute_s) > 0)
+                    target = (int)i;
+        }
         break;
     }
     /* lru/lfu promote on a hit only (the engine calls right after evict_hist_touch, so the
@@ -238,6 +246,8 @@ double evict_score(const evict_costmodel *cm, const evict_params *p, const evict
     case EVICT_POLICY_LFU:
         return evict_lfu_count(&b->hist, now_s, p);
     case EVICT_POLICY_DRAIN:
+        if (!p->capacity_priced)
+            return evict_value_density(cm, p, b, tier, now_s);
         break;
     }
     /* Napkin: a 70B 5 MiB block, t = 300 s, in DRAM (cost 1.8e-6 $) vs NVMe (1.6e-6 $):
@@ -259,6 +269,60 @@ int evict_victim_target(const evict_costmodel *cm, const evict_params *p, const 
         return -EINVAL;
     if (p->policy != EVICT_POLICY_DRAIN)
         return tier + 1 < cm->n_tiers ? (int)tier + 1 : EVICT_RECOMPUTE;
+    if (!p->capacity_priced) {
+        for (unsigned i = tier + 1; i < cm->n_tiers; i++)
+            if (evict_hit_saving_s(cm, (int)i, b->bytes, b->recompute_s) > 0)
+                return (int)i;
+        return EVICT_RECOMPUTE;
+    }
     double t = evict_reuse_s(&b->hist, now_s, p);
     return evict_choose(cm, b->bytes, b->recompute_s, t, evict_below(tier), NULL);
+}
+
+/* ---------------------------------------------------------------- online (marginal) */
+
+/* No argument checks: the engine's hot path (policy.c) calls it per victim candidate. */
+static double evict_density_raw(const evict_costmodel *cm, const evict_params *p,
+                                const evict_block *b, unsigned tier, double now_s)
+{
+    if (b->pinned)
+        return INFINITY;
+    double t = evict_reuse_s(&b->hist, now_s, p);
+    if (!(t < INFINITY))
+        return 0; /* expired or never reused: worth nothing */
+    if (t < 1e-6)
+        t = 1e-6;
+    double here = evict_hit_saving_s(cm, (int)tier, b->bytes, b->recompute_s), below = 0;
+    for (unsigned i = tier + 1; i < cm->n_tiers; i++)
+        if (b->tiers & (1u << i)) {
+            double s = evict_hit_saving_s(cm, (int)i, b->bytes, b->recompute_s);
+            if (s > below)
+                below = s;
+        }
+    double bytes = b->bytes ? (double)b->bytes : 1;
+    return (here - below) * cm->gpu_usd_s / (bytes * t);
+}
+
+double evict_value_density(const evict_costmodel *cm, const evict_params *p,
+                           const evict_block *b, unsigned tier, double now_s)
+{
+    if (evict_costmodel_check(cm) || !evict_params_ok(p) || !evict_block_ok(cm, b) ||
+        tier >= cm->n_tiers)
+        return NAN;
+    return evict_density_raw(cm, p, b, tier, now_s);
+}
+
+int evict_admit(const evict_costmodel *cm, const evict_params *p, const evict_block *b,
+                unsigned tier, double now_s, double displaced_density)
+{
+    if (evict_costmodel_check(cm) || !evict_params_ok(p) || !evict_block_ok(cm, b) ||
+        tier >= cm->n_tiers || isnan(displaced_density))
+        return -EINVAL;
+    evict_block c = *b;
+    c.pinned = 0;
+    c.tiers &= ~(1u << tier);
+    double d = evict_density_raw(cm, p, &c, tier, now_s);
+    if (!(d > 0))
+        return 0;
+    return displaced_density <= 0 || d > displaced_density;
 }

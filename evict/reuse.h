@@ -53,6 +53,12 @@ typedef struct evict_params {
     double prior_s;         /* reuse interval of a block with no gap and no TTL; default 300 s:
                              * a hint-less block is treated like the 5-minute prompt cache */
     double lfu_half_life_s; /* LFU counts halve every this many idle seconds; default 600 */
+    /* drain: 0 (default): capacity is provisioned, paid whether used or not: the online
+     * marginal model (cost.h, "online placement"): a copy in a tier with room costs nothing,
+     * in a full tier the value of the block it displaces; victims by evict_value_density.
+     * 1: capacity is priced per byte-second held (elastic or shared capacity): the sizing
+     * model, cheapest option for the reuse interval (evict_choose), hold cost included. */
+    int capacity_priced;
     double hysteresis;      /* drain moves a block only if its current option costs more than
                              * (1 + hysteresis) × the best one; default 0.1 */
     /* lru: a block belongs in the fastest tier i with idle < lru_idle_s[i] (none: drop).
@@ -125,15 +131,34 @@ int evict_decide(const evict_costmodel *cm, const evict_params *p, const evict_b
  * so it goes after them) by this number.
  *   lru:   last_s                          (seconds)
  *   lfu:   evict_lfu_count()               (accesses)
- *   drain: value density = (cost of the best option outside `tier` - cost in `tier`) /
+ *   drain: evict_value_density() (capacity_priced 0, the default), else
+ *          (cost of the best option outside `tier` - cost in `tier`) /
  *          (bytes × t): $ saved per byte-second of occupancy   ($/(B·s); negative: the block
  *          is cheaper elsewhere already)
  * Pinned: +INFINITY. Expired: -INFINITY. */
 double evict_score(const evict_costmodel *cm, const evict_params *p, const evict_block *b,
                    unsigned tier, double now_s);
 
+/* ---------------------------------------------------------------- online (marginal) */
+/* The value density of b's copy in `tier`, $ per byte-second:
+ *   (saving_s(tier) - max saving_s over the slower tiers where b has a copy)
+ *     × gpu_usd_s / (bytes × t)             t = evict_reuse_s (at least 1 µs)
+ * what keeping this copy earns over what the block is still worth without it (a DRAM copy of
+ * a block persisted on nvme is worth the DRAM-vs-nvme difference; an unpersisted one its whole
+ * saving). 0 when expired; +INFINITY when pinned; NAN on bad arguments. Any policy. */
+double evict_value_density(const evict_costmodel *cm, const evict_params *p,
+                           const evict_block *b, unsigned tier, double now_s);
+
+/* Should b get a copy in `tier` (a write-through, a demotion target)? 1 when the copy saves
+ * GPU time over b's copies in slower tiers (evict_value_density > 0) and either the tier has
+ * room (displaced_density <= 0: free space costs nothing) or its density beats the
+ * displaced_density of the block it would push out; else 0. -EINVAL on bad arguments. */
+int evict_admit(const evict_costmodel *cm, const evict_params *p, const evict_block *b,
+                unsigned tier, double now_s, double displaced_density);
+
 /* Where a victim evicted from `tier` should go: a slower tier index, or EVICT_RECOMPUTE (drop).
- * lru/lfu: the next tier down; drain: the cheapest slower option for its reuse interval.
+ * lru/lfu: the next tier down; drain: the fastest slower tier whose copy would save GPU time
+ * (capacity_priced 0), else the cheapest slower option for its reuse interval.
  * -EINVAL (< EVICT_RECOMPUTE) on bad arguments. */
 int evict_victim_target(const evict_costmodel *cm, const evict_params *p, const evict_block *b,
                         unsigned tier, double now_s);

@@ -43,8 +43,6 @@
 #define IN_INITIAL (16u * 1024)
 #define READ_BUDGET (8u << 20)   /* bytes read from one client per event (fairness) */
 #define WRITE_BUDGET (8u << 20)  /* bytes written to one client per event */
-#define MAX_ARGC (1024 * 1024)
-#define INLINE_MAX (64u * 1024)
 #define MAX_LISTENERS 16
 
 enum { EP_LISTEN = 1, EP_CLIENT, EP_SIGNAL, EP_EVENT, EP_TIMER };
@@ -67,9 +65,8 @@ struct srv_client {
     srv_tenant *tenant;
     int resp;
     char *in;
-    size_t in_pos, in_len, in_cap, need;
-    srv_arg *argv;
-    int argc, argv_cap;
+    size_t in_pos, in_len, in_cap;
+    resp_req rq; /* the command being parsed/run: argv points into in */
     outq out;
     int busy, dead, close_after, eof, registered, ready;
     srv_client *ready_next; /* L.ready list */
@@ -216,192 +213,6 @@ static srv_tenant *default_tenant(srv *s)
     return NULL;
 }
 
-/* ---------------------------------------------------------------- RESP parser */
-
-/* Find "\r\n" in p[0..n): index of '\r' or -1. */
-static long find_crlf(const char *p, size_t n)
-{
-    const char *q = memchr(p, '\r', n);
-    while (q) {
-        size_t i = (size_t)(q - p);
-        if (i + 1 >= n)
-            return -1;
-        if (q[1] == '\n')
-            return (long)i;
-        q = memchr(q + 1, '\r', n - i - 1);
-    }
-    return -1;
-}
-
-/* Parse a decimal integer p[0..n) (optional '-'); -1 on junk. */
-static int parse_ll(const char *p, size_t n, long long *out)
-{
-    if (n == 0 || n > 20)
-        return -1;
-    size_t i = 0;
-    int neg = 0;
-    if (p[0] == '-') {
-        neg = 1;
-        i = 1;
-        if (n == 1)
-            return -1;
-    }
-    unsigned long long v = 0;
-    for (; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return -1;
-        if (v > (ULLONG_MAX - 9) / 10)
-            return -1;
-        v = v * 10 + (unsigned)(p[i] - '0');
-    }
-    if (v > (unsigned long long)LLONG_MAX)
-        return -1;
-    *out = neg ? -(long long)v : (long long)v;
-    return 0;
-}
-
-static int argv_reserve(srv_client *c, int n)
-{
-    if (n <= c->argv_cap)
-        return 0;
-    int cap = c->argv_cap ? c->argv_cap : 8;
-    while (cap < n)
-        cap *= 2;
-    srv_arg *a = realloc(c->argv, (size_t)cap * sizeof(*a));
-    if (!a)
-        return -1;
-    c->argv = a;
-    c->argv_cap = cap;
-    return 0;
-}
-
-/*
- * Parse one command from c->in[in_pos..in_len).
- * Returns 1 (c->argc/argv set, *consumed bytes), 0 (incomplete; c->need = bytes needed from
- * in_pos when known, else 0), -1 (protocol error: *err; the connection must close because
- * the stream cannot be resynchronised).
- */
-static int parse_command(srv *s, srv_client *c, size_t *consumed, const char **err)
-{
-    const char *b = c->in + c->in_pos;
-    size_t n = c->in_len - c->in_pos;
-    c->argc = 0;
-    c->need = 0;
-    if (n == 0)
-        return 0;
-    if (b[0] != '*') {
-        /* inline command: words separated by blanks, ended by \n (or \r\n) */
-        const char *nl = memchr(b, '\n', n);
-        if (!nl) {
-            if (n > INLINE_MAX) {
-                *err = "Protocol error: too big inline request";
-                return -1;
-            }
-            return 0;
-        }
-        size_t line = (size_t)(nl - b);
-        size_t end = line;
-        if (end && b[end - 1] == '\r')
-            end--;
-        size_t i = 0;
-        while (i < end) {
-            while (i < end && (b[i] == ' ' || b[i] == '\t'))
-                i++;
-            if (i >= end)
-                break;
-            size_t st = i;
-            if (b[i] == '"' || b[i] == '\'') {
-                char q = b[i++];
-                st = i;
-                while (i < end && b[i] != q)
-                    i++;
-                if (i >= end) {
-                    *err = "Protocol error: unbalanced quotes in request";
-                    return -1;
-                }
-            } else {
-                while (i < end && b[i] != ' ' && b[i] != '\t')
-                    i++;
-            }
-            if (argv_reserve(c, c->argc + 1)) {
-                *err = "out of memory";
-                return -1;
-            }
-            c->argv[c->argc].p = b + st;
-            c->argv[c->argc].n = i - st;
-            c->argc++;
-            if (i < end && (b[i] == '"' || b[i] == '\''))
-                i++;
-        }
-        *consumed = line + 1;
-        return 1;
-    }
-    long e = find_crlf(b, n < 32 ? n : 32);
-    if (e < 0) {
-        if (n >= 32) {
-            *err = "Protocol error: invalid multibulk length";
-            return -1;
-        }
-        return 0;
-    }
-    long long cnt;
-    if (parse_ll(b + 1, (size_t)e - 1, &cnt) || cnt > MAX_ARGC) {
-        *err = "Protocol error: invalid multibulk length";
-        return -1;
-    }
-    size_t pos = (size_t)e + 2;
-    if (cnt <= 0) { /* "*0\r\n" and "*-1\r\n": empty, ignored like Redis does */
-        *consumed = pos;
-        return 1;
-    }
-    if (argv_reserve(c, (int)cnt)) {
-        *err = "out of memory";
-        return -1;
-    }
-    for (long long a = 0; a < cnt; a++) {
-        if (pos >= n)
-            return 0;
-        if (b[pos] != '$') {
-            static char msg[64];
-            snprintf(msg, sizeof(msg), "Protocol error: expected '$', got '%c'",
-                     (b[pos] >= 32 && b[pos] < 127) ? b[pos] : '?');
-            *err = msg;
-            return -1;
-        }
-        size_t rem = n - pos;
-        long e2 = find_crlf(b + pos, rem < 32 ? rem : 32);
-        if (e2 < 0) {
-            if (rem >= 32) {
-                *err = "Protocol error: invalid bulk length";
-                return -1;
-            }
-            return 0;
-        }
-        long long bl;
-        if (parse_ll(b + pos + 1, (size_t)e2 - 1, &bl) || bl < 0 ||
-            (uint64_t)bl > s->cfg.proto_max_bulk_len) {
-            *err = "Protocol error: invalid bulk length";
-            return -1;
-        }
-        pos += (size_t)e2 + 2;
-        if (n - pos < (size_t)bl + 2) {
-            c->need = pos + (size_t)bl + 2; /* at least this much; more args may follow */
-            c->argc = 0;
-            return 0;
-        }
-        if (b[pos + (size_t)bl] != '\r' || b[pos + (size_t)bl + 1] != '\n') {
-            *err = "Protocol error: bulk string not terminated by CRLF";
-            return -1;
-        }
-        c->argv[c->argc].p = b + pos;
-        c->argv[c->argc].n = (size_t)bl;
-        c->argc++;
-        pos += (size_t)bl + 2;
-    }
-    *consumed = pos;
-    return 1;
-}
-
 /* ---------------------------------------------------------------- epoll interest */
 
 static void client_update_events(srv_client *c)
@@ -432,7 +243,7 @@ static void client_free(srv_client *c)
 {
     outq_free(&c->out);
     free(c->in);
-    free(c->argv);
+    resp_req_free(&c->rq);
     free(c);
 }
 
@@ -463,24 +274,24 @@ static void client_close(srv_client *c, const char *why)
 static uint64_t args_bytes(const srv_client *c)
 {
     uint64_t t = 0;
-    for (int i = 0; i < c->argc; i++)
-        t += c->argv[i].n;
+    for (int i = 0; i < c->rq.argc; i++)
+        t += c->rq.argv[i].n;
     return t;
 }
 
 static void submit_job(srv_client *c, const srv_cmd *cmd)
 {
     job *j = calloc(1, sizeof(*j));
-    srv_arg *av = j ? malloc((size_t)c->argc * sizeof(*av)) : NULL;
+    srv_arg *av = j ? malloc((size_t)c->rq.argc * sizeof(*av)) : NULL;
     if (!j || !av) {
         free(j);
         rp_err(&c->out, "OOM out of memory queueing the command");
         return;
     }
-    memcpy(av, c->argv, (size_t)c->argc * sizeof(*av));
+    memcpy(av, c->rq.argv, (size_t)c->rq.argc * sizeof(*av));
     j->c = c;
     j->cmd = cmd;
-    j->argc = c->argc;
+    j->argc = c->rq.argc;
     j->argv = av;
     j->t = c->tenant;
     j->resp = c->resp;
@@ -501,19 +312,19 @@ static void submit_job(srv_client *c, const srv_cmd *cmd)
 static void run_command(srv_client *c)
 {
     srv *s = &L.s;
-    if (c->argc == 0)
+    if (c->rq.argc == 0)
         return;
     atomic_fetch_add(&s->cmds_total, 1);
-    const srv_cmd *cmd = cmd_lookup(c->argv[0].p, c->argv[0].n);
+    const srv_cmd *cmd = cmd_lookup(c->rq.argv[0].p, c->rq.argv[0].n);
     if (!cmd) {
         char name[64], args[160] = "";
-        size_t nn = c->argv[0].n < 48 ? c->argv[0].n : 48;
-        memcpy(name, c->argv[0].p, nn);
+        size_t nn = c->rq.argv[0].n < 48 ? c->rq.argv[0].n : 48;
+        memcpy(name, c->rq.argv[0].p, nn);
         name[nn] = 0;
         size_t al = 0;
-        for (int i = 1; i < c->argc && al < 120; i++) {
-            size_t k = c->argv[i].n < 24 ? c->argv[i].n : 24;
-            int w = snprintf(args + al, sizeof(args) - al, "'%.*s' ", (int)k, c->argv[i].p);
+        for (int i = 1; i < c->rq.argc && al < 120; i++) {
+            size_t k = c->rq.argv[i].n < 24 ? c->rq.argv[i].n : 24;
+            int w = snprintf(args + al, sizeof(args) - al, "'%.*s' ", (int)k, c->rq.argv[i].p);
             if (w > 0)
                 al += (size_t)w;
         }
@@ -532,7 +343,7 @@ static void run_command(srv_client *c)
         rp_err(&c->out, "NOAUTH Authentication required.");
         return;
     }
-    if ((cmd->arity > 0 && c->argc != cmd->arity) || (cmd->arity < 0 && c->argc < -cmd->arity)) {
+    if ((cmd->arity > 0 && c->rq.argc != cmd->arity) || (cmd->arity < 0 && c->rq.argc < -cmd->arity)) {
         atomic_fetch_add(&s->cmd_errors, 1);
         rp_err(&c->out, "wrong number of arguments for '%s' command", cmd->name);
         return;
@@ -544,7 +355,7 @@ static void run_command(srv_client *c)
         return;
     }
     cmdctx x = {.s = s, .c = c, .t = c->tenant, .resp = c->resp, .out = &c->out,
-                .argc = c->argc, .argv = c->argv, .on_worker = 0};
+                .argc = c->rq.argc, .argv = c->rq.argv, .on_worker = 0};
     uint64_t t0 = now_ns_mono();
     cmd->fn(&x);
     if (x.offload) { /* the command wants a worker (I/O on nvme/disk, a flush) */
@@ -562,7 +373,7 @@ int cmd_offload(cmdctx *x)
     return 1;
 }
 
-/* Make room for c->need bytes from in_pos (or double when unknown). -1 over the limit. */
+/* Make room for c->rq.need bytes from in_pos (or double when unknown). -1 over the limit. */
 static int in_reserve(srv_client *c)
 {
     srv *s = &L.s;
@@ -572,8 +383,8 @@ static int in_reserve(srv_client *c)
         c->in_pos = 0;
     }
     size_t want = c->in_cap ? c->in_cap : IN_INITIAL;
-    if (c->need && c->need > want)
-        want = c->need;
+    if (c->rq.need && c->rq.need > want)
+        want = c->rq.need;
     else if (c->in_len == c->in_cap)
         want = c->in_cap ? c->in_cap * 2 : IN_INITIAL;
     if (want > s->cfg.query_buffer_limit + INLINE_MAX)
@@ -600,11 +411,12 @@ static int process_input(srv_client *c)
             blocked = c->in_len > c->in_pos;
             break;
         }
-        if (c->need && c->in_len - c->in_pos < c->need)
+        if (c->rq.need && c->in_len - c->in_pos < c->rq.need)
             break;
         size_t consumed = 0;
         const char *err = NULL;
-        int r = parse_command(s, c, &consumed, &err);
+        int r = resp_parse(&c->rq, c->in + c->in_pos, c->in_len - c->in_pos,
+                           s->cfg.proto_max_bulk_len, &consumed, &err);
         if (r == 0)
             break;
         if (r < 0) {
@@ -618,8 +430,15 @@ static int process_input(srv_client *c)
         c->in_pos += consumed;
         run_command(c);
     }
-    if (!c->busy && c->eof && !c->close_after && !blocked)
+    if (!c->busy && c->eof && !c->close_after && !blocked) {
         c->close_after = 1; /* the peer shut its side: answer what it sent, then close */
+        if (c->in_len > c->in_pos) { /* and say why its last request got no answer */
+            atomic_fetch_add(&s->proto_errors, 1);
+            rp_err(&c->out, "Protocol error: connection closed in the middle of a request "
+                   "(%zu bytes of an incomplete request dropped)", c->in_len - c->in_pos);
+            c->in_pos = c->in_len;
+        }
+    }
     if (!c->busy && c->in_pos == c->in_len) {
         c->in_pos = c->in_len = 0;
         if (c->in_cap > 4 * IN_INITIAL) { /* give big buffers back after a large value */
@@ -733,7 +552,7 @@ static void client_read(srv_client *c)
     if (c->busy || c->eof)
         return; /* never move the buffer under a worker's argv */
     while (got < READ_BUDGET) {
-        if (c->in_cap - c->in_len == 0 || (c->need && c->in_cap - c->in_pos < c->need)) {
+        if (c->in_cap - c->in_len == 0 || (c->rq.need && c->in_cap - c->in_pos < c->rq.need)) {
             if (in_reserve(c)) {
                 rp_err(&c->out, "Protocol error: query buffer limit (%" PRIu64 " bytes) exceeded",
                        s->cfg.query_buffer_limit);
@@ -761,7 +580,7 @@ static void client_read(srv_client *c)
         atomic_fetch_add_explicit(&s->net_in, (uint64_t)r, memory_order_relaxed);
         if (c->tenant)
             atomic_fetch_add_explicit(&c->tenant->net_in, (uint64_t)r, memory_order_relaxed);
-        if (c->need && c->in_len - c->in_pos < c->need)
+        if (c->rq.need && c->in_len - c->in_pos < c->rq.need)
             continue; /* keep filling the big bulk string */
         break;
     }
@@ -1472,4 +1291,155 @@ usage_err:
     fprintf(stderr, "%s serve: %s (try: %s serve --help)\n", prog, err, prog);
     cfg_free(&s->cfg);
     return 2;
+}
+
+/* ---------------------------------------------------------------- in-process driver */
+
+/* srv.h: the request path without sockets (fuzzing). Nothing listens, no worker threads:
+ * commands that would be offloaded run inline, as they do with workers = 0. */
+int srv_embed_open(int argc, char **argv)
+{
+    memset(&L, 0, sizeof(L));
+    L.epfd = L.sig.fd = L.evt.fd = L.tim.fd = -1;
+    srv *s = &L.s;
+    char err[512] = "";
+    const char *config = NULL;
+    cfg_defaults(&s->cfg);
+    if (apply_flags(&s->cfg, argc, argv, 0, &config, err, sizeof(err)) ||
+        (config && config[0] && cfg_load_file(&s->cfg, config, err, sizeof(err))) ||
+        apply_flags(&s->cfg, argc, argv, 1, &config, err, sizeof(err)) ||
+        cfg_finish(&s->cfg, err, sizeof(err))) {
+        fprintf(stderr, "srv_embed_open: %s\n", err);
+        cfg_free(&s->cfg);
+        return -1;
+    }
+    s->cfg.workers = 0;
+    pthread_mutex_init(&s->defer_mu, NULL);
+    pthread_mutex_init(&s->alog_mu, NULL);
+    pthread_mutex_init(&s->reg_mu, NULL);
+    for (int i = 0; i < 256; i++)
+        pthread_mutex_init(&s->stripe[i], NULL);
+    pthread_mutex_init(&L.jmu, NULL);
+    pthread_cond_init(&L.jcv, NULL);
+    s->start_ms = now_ms_real();
+    if (open_engine(s)) {
+        srv_embed_close();
+        return -1;
+    }
+    return 0;
+}
+
+void srv_embed_close(void)
+{
+    srv *s = &L.s;
+    while (L.clients)
+        client_close(L.clients, "shutdown");
+    kv_defer_retry(s);
+    while (s->defer) {
+        defer_rm *d = s->defer;
+        s->defer = d->next;
+        free(d);
+    }
+    if (s->eng)
+        kvt_engine_close(s->eng);
+    s->eng = NULL;
+    srv_ns_free_all(s);
+    free(s->reg_orphans);
+    s->reg_orphans = NULL;
+    cfg_free(&s->cfg);
+}
+
+srv_client *srv_embed_client(void)
+{
+    srv *s = &L.s;
+    srv_client *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->o.type = EP_CLIENT;
+    c->o.fd = -1;
+    c->id = atomic_fetch_add(&s->next_client_id, 1) + 1;
+    c->resp = 2;
+    snprintf(c->addr, sizeof(c->addr), "embedded:0");
+    client_tenant_move(c, default_tenant(s));
+    c->last_ms = now_ms_mono();
+    c->next = L.clients;
+    if (L.clients)
+        L.clients->prev = c;
+    L.clients = c;
+    atomic_fetch_add(&s->n_clients, 1);
+    return c;
+}
+
+/* Hand the queued replies to sink (streams refilled window by window) and free them. */
+static void embed_drain(srv_client *c, void (*sink)(void *, const void *, size_t), void *ctx)
+{
+    while (c->out.head) {
+        ochunk *ch = c->out.head;
+        for (;;) {
+            if (ch->len > ch->off)
+                sink(ctx, ch->data + ch->off, ch->len - ch->off);
+            ch->off = ch->len;
+            if (ch->kind != OC_STREAM || !ch->left)
+                break;
+            if (outq_refill(ch)) {
+                c->close_after = 1; /* the socket path closes the client */
+                break;
+            }
+        }
+        c->out.head = ch->next;
+        if (!c->out.head)
+            c->out.tail = NULL;
+        ch->next = NULL;
+        outq tmp = {ch, ch, 0};
+        outq_free(&tmp);
+    }
+    c->out.bytes = 0;
+}
+
+static void embed_pump(srv_client *c, void (*sink)(void *, const void *, size_t), void *ctx)
+{
+    for (;;) {
+        int blocked = process_input(c);
+        embed_drain(c, sink, ctx);
+        if (!blocked || c->close_after || c->dead)
+            break;
+    }
+}
+
+int srv_embed_feed(srv_client *c, const void *p, size_t n,
+                   void (*sink)(void *ctx, const void *p, size_t n), void *ctx)
+{
+    srv *s = &L.s;
+    size_t off = 0;
+    while (off < n && !c->close_after) {
+        if (c->in_cap - c->in_len == 0 || (c->rq.need && c->in_cap - c->in_pos < c->rq.need)) {
+            if (in_reserve(c)) { /* as client_read */
+                rp_err(&c->out, "Protocol error: query buffer limit (%" PRIu64 " bytes) exceeded",
+                       s->cfg.query_buffer_limit);
+                atomic_fetch_add(&s->proto_errors, 1);
+                c->close_after = 1;
+                c->in_pos = c->in_len;
+                break;
+            }
+        }
+        size_t k = n - off < c->in_cap - c->in_len ? n - off : c->in_cap - c->in_len;
+        memcpy(c->in + c->in_len, (const char *)p + off, k);
+        c->in_len += k;
+        off += k;
+        if (c->rq.need && c->in_len - c->in_pos < c->rq.need)
+            continue;
+        embed_pump(c, sink, ctx);
+    }
+    embed_pump(c, sink, ctx);
+    return c->close_after || c->dead;
+}
+
+void srv_embed_client_free(srv_client *c, void (*sink)(void *ctx, const void *p, size_t n),
+                           void *ctx)
+{
+    if (!c->close_after && !c->dead) {
+        c->eof = 1;
+        embed_pump(c, sink, ctx);
+    }
+    client_close(c, "embedded client done");
 }

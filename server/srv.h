@@ -193,6 +193,43 @@ typedef struct srv_arg {
 typedef struct srv srv;
 typedef struct srv_client srv_client;
 
+/* ---------------------------------------------------------------- RESP requests (resp.c) */
+
+#define INLINE_MAX (64u * 1024) /* longest inline command line */
+
+/* One parsed request: argv points into the caller's buffer. need: when the request is
+ * incomplete but a bulk length is known, the bytes (from the start of the request) that
+ * must be buffered before parsing again; 0 when unknown. */
+typedef struct resp_req {
+    srv_arg *argv;
+    int argc, argv_cap;
+    size_t need;
+} resp_req;
+
+/* Parse one request from b[0..n). 1: argc/argv set, *consumed bytes (argc 0 for an empty
+ * multibulk: skip it); 0: incomplete (need set when known); -1: protocol error, *err set
+ * (the stream cannot be resynchronised: reply *err and close). */
+int resp_parse(resp_req *r, const char *b, size_t n, uint64_t max_bulk, size_t *consumed,
+               const char **err);
+void resp_req_free(resp_req *r);
+
+/* ---------------------------------------------------------------- in-process driver
+ * (server.c) The whole request path — input buffering, parsing, dispatch, commands, reply
+ * building, streamed replies — without sockets, epoll or worker threads: for
+ * server/fuzz_resp.c. srv_embed_open takes the same flags as `kvtier serve` (port and
+ * unixsocket are ignored: nothing listens). */
+int srv_embed_open(int argc, char **argv);
+void srv_embed_close(void);
+srv_client *srv_embed_client(void);
+/* Append bytes to the client's input and run what is complete; the replies (streams
+ * drained) are passed to sink(ctx, bytes, n) in order. 1 when the server closed the
+ * client (QUIT, protocol error, limit): free it, later bytes would be ignored. */
+int srv_embed_feed(srv_client *c, const void *p, size_t n,
+                   void (*sink)(void *ctx, const void *p, size_t n), void *ctx);
+/* End of input (the peer shut its side), then free the client. */
+void srv_embed_client_free(srv_client *c, void (*sink)(void *ctx, const void *p, size_t n),
+                           void *ctx);
+
 /* The context a command runs in (loop or worker). */
 typedef struct cmdctx {
     srv *s;

@@ -337,6 +337,7 @@ static void test_history(void)
     evict_params p;
     evict_hist h;
     evict_params_default(&p);
+    p.capacity_priced = 1; /* the sizing model (hold cost per byte-second) */
     /* accesses at 0, 10, 20, 40: gaps 10, 10, 20; EWMA (alpha 0.25): 10, 10, 12.5 */
     evict_hist_init(&h, 0, 0);
     TU_CHECK_EQ(h.hits, 1);
@@ -403,6 +404,7 @@ static void test_decide_drain(void)
     double ttl;
     evict_costmodel_default(&cm);
     evict_params_default(&p);
+    p.capacity_priced = 1; /* the sizing model (hold cost per byte-second) */
 
     /* A fresh 70B block in HBM with a "5m" hint and no history: t = 300 s, in NVMe's window
      * [259 s, 15,260 s): at t = 300 NVMe costs 5.24e6·2.835e-17·300 + 1.848 ms·g = 4.5e-8 +
@@ -503,6 +505,7 @@ static void test_decide_lru_lfu(void)
     evict_action a;
     evict_costmodel_default(&cm);
     evict_params_default(&p);
+    p.capacity_priced = 1; /* the sizing model (hold cost per byte-second) */
     p.policy = EVICT_POLICY_LRU;
 
     /* defaults (infinite ages): everything belongs in HBM; a fresh block is stored there */
@@ -541,6 +544,7 @@ static void test_decide_lru_lfu(void)
 
     /* lfu: HBM for aged count >= 3, DRAM >= 1, else drop */
     evict_params_default(&p);
+    p.capacity_priced = 1; /* the sizing model (hold cost per byte-second) */
     p.policy = EVICT_POLICY_LFU;
     p.lfu_min_freq[0] = 3;
     p.lfu_min_freq[1] = 1;
@@ -571,6 +575,7 @@ static void test_score(void)
     evict_params p;
     evict_costmodel_default(&cm);
     evict_params_default(&p);
+    p.capacity_priced = 1; /* the sizing model (hold cost per byte-second) */
     /* Three 70B blocks in DRAM, reuse 10 s, 100 s, 300 s (gaps), one with an expired TTL and
      * one pinned. Drain evicts the 300 s block first (it belongs on NVMe: negative density),
      * then 100 s, then 10 s. Densities by hand for 10 s: alt = NVMe (1.5404e-6 + 1.49e-10·10 =

@@ -86,6 +86,8 @@ static kvt_engine *open_small(const char *policy, int sim, uint64_t cap_blocks, 
     TU_CHECK_EQ(kvt_options_set_hugepages(o, KVT_HUGEPAGES_OFF), 0);
     TU_CHECK_EQ(kvt_options_set_cuda_pin(o, 0), 0);
     TU_CHECK_EQ(kvt_options_set_policy(o, policy), 0);
+    /* the hand-built drain cases below use the capacity-priced model (hold cost per B·s) */
+    TU_CHECK_EQ(kvt_options_set_capacity_priced(o, !strcmp(policy, "drain")), 0);
     if (sim) {
         TU_CHECK_EQ(kvt_options_set_simulate(o, 1), 0);
         TU_CHECK_EQ(kvt_options_set_tier(o, KVT_TIER_DISK, NULL, 0, 0), 0);
@@ -236,6 +238,8 @@ static kvt_engine *open_tiered(const char *policy, const char *dir, const kvt_mo
     TU_CHECK_EQ(kvt_options_set_hugepages(o, KVT_HUGEPAGES_OFF), 0);
     TU_CHECK_EQ(kvt_options_set_cuda_pin(o, 0), 0);
     TU_CHECK_EQ(kvt_options_set_policy(o, policy), 0);
+    /* the hand-built drain cases below use the capacity-priced model (hold cost per B·s) */
+    TU_CHECK_EQ(kvt_options_set_capacity_priced(o, !strcmp(policy, "drain")), 0);
     if (m)
         TU_CHECK_EQ(kvt_options_set_model(o, m), 0);
     if (dir) {

@@ -246,6 +246,21 @@ int kvt_options_set_backpressure_ms(kvt_options *opts, uint32_t ms);
  */
 int kvt_options_set_simulate(kvt_options *opts, int on);
 
+/** Log levels passed to a kvt_log_fn. */
+enum { KVT_LOG_DEBUG = 0, KVT_LOG_INFO = 1, KVT_LOG_WARN = 2, KVT_LOG_ERROR = 3 };
+/** A log hook: one message (no trailing newline) per call, one call at a time. */
+typedef void (*kvt_log_fn)(void *arg, int level, const char *msg);
+/**
+ * Send the library's log lines (the engine's own: failed write-through, blocks that fail
+ * verification or hit an I/O error and are served as misses, records dropped at a warm
+ * restart, compaction; and the I/O layer's: io_uring fallback, O_DIRECT refused) to fn
+ * instead of stderr ("kvtier: <level>: <msg>"). The hook is process-wide: kvt_engine_open
+ * installs it (the last engine opened with one wins) and kvt_engine_close of that engine
+ * restores the default. fn NULL: leave the hook as it is. It may be called from the
+ * engine's threads, never concurrently with itself. @return 0; -EINVAL.
+ */
+int kvt_options_set_log(kvt_options *opts, kvt_log_fn fn, void *arg);
+
 /* ---------------------------------------------------------------- engine */
 
 typedef struct kvt_engine kvt_engine;
@@ -554,6 +569,21 @@ typedef struct kvt_stats {
     uint64_t hbm_load_bytes;     /**< bytes copied into HBM */
     uint64_t hbm_hits;           /**< blocks kvt_lease_load_hbm found already in HBM */
     uint64_t hbm_evictions;      /**< HBM copies dropped to make room (never pinned ones) */
+    /* ---- appended with the remote tier (kvt_options_set_remote, issue 9) */
+    uint32_t remote_state;         /**< 0 none, 1 connected, 2 configured, not connected yet */
+    uint32_t remote_masters_up;    /**< cluster masters connected now */
+    uint64_t remote_hits;          /**< blocks matched through the remote tier (now in DRAM) */
+    uint64_t remote_misses;        /**< remote lookups that ended a match (first miss) */
+    uint64_t remote_errors;        /**< of them not plain absence: master down, timeout,
+                                        cluster refusal, corrupt/stale, not connected */
+    uint64_t remote_bytes_read;    /**< bytes fetched from the remote tier */
+    uint64_t remote_puts;          /**< blocks written through to the remote tier */
+    uint64_t remote_put_failures;  /**< blocks the cluster refused or could not take */
+    uint64_t remote_put_dropped;   /**< blocks not written: queue full, not connected, OOM */
+    uint64_t remote_bytes_written; /**< bytes written through */
+    uint64_t remote_publishes;     /**< holder-set publishes and heartbeats that succeeded */
+    double remote_read_bw;         /**< measured get bandwidth, bytes/s (0: no sample) */
+    double remote_latency_s;       /**< measured PING round trip (0: no sample) */
 } kvt_stats;
 
 /**
@@ -564,6 +594,85 @@ typedef struct kvt_stats {
  * @return 0; -EINVAL.
  */
 int kvt_engine_stats(kvt_engine *eng, kvt_stats *out, size_t size);
+
+/* ---------------------------------------------------------------- the remote tier (issue 9)
+ *
+ * Engines on many machines share one pool of blocks in a Redis/Valkey cluster (docs/remote.md,
+ * tiers/remote.h). With kvt_options_set_remote():
+ *  - every block kvt_put() stores is also written, in the background, to the cluster under
+ *    a cluster-wide namespace id (XXH3 of namespace name, tenant, layout and flags: the same
+ *    on every machine) with the whole token prefix through it as its identity (compared
+ *    exactly on every get: a key collision is never data);
+ *  - kvt_match()/kvt_match_keys() with a lease, when the local match ends before the request
+ *    does, fetch the next consecutive blocks from the cluster (stopping at the first miss),
+ *    store them in DRAM like a put (visible only once complete) and include them in the
+ *    lease: they are DRAM blocks from then on (kvt_lease_block_tier says KVT_TIER_DRAM,
+ *    kvt_stats.remote_hits counts them; they also count in puts/blocks_stored);
+ *  - every remote failure (a dead master, a timeout, the cluster unreachable, even at open)
+ *    is a miss or a dropped write-through counted in kvt_stats.remote_*, never an error of
+ *    kvt_match/kvt_put;
+ *  - the engine publishes the keys of the blocks it holds (stored or fetched) under its
+ *    engine id, with a 60 s TTL renewed by a heartbeat every 10 s, so kvt_remote_holders()
+ *    can route a request to the engine holding its longest prefix. Evicted blocks are not
+ *    unpublished (a holder answer is a hint: the engine chosen still matches exactly).
+ * Without it nothing of this exists. Not with simulation (ignored).
+ */
+
+#define KVT_REMOTE_DURABLE 0x1u /**< a write-through counts only once a replica has it (WAIT 1) */
+
+/**
+ * Share blocks through a Redis/Valkey cluster.
+ * @param[in] seeds  "host:port[,host:port...]": any few cluster nodes (copied); NULL removes
+ *                   the setting.
+ * @param[in] salt   [A-Za-z0-9_.-]{1,64}: one per deployment; engines with different salts
+ *                   never see each other's blocks.
+ * @param[in] flags  0 or KVT_REMOTE_DURABLE.
+ * kvt_engine_open then connects (if no seed answers it opens anyway and keeps retrying every
+ * second; a malformed seed list, a node that is not a cluster node or failed AUTH make the
+ * open fail with -EINVAL / -EPROTO).
+ * @return 0; -EINVAL (NULL opts, malformed salt, empty seeds, unknown flag); -ENOMEM.
+ */
+int kvt_options_set_remote(kvt_options *opts, const char *seeds, const char *salt,
+                           unsigned flags);
+
+/**
+ * The id this engine publishes its holdings under: [A-Za-z0-9_.:-]{1,63}, unique per engine
+ * of a deployment (e.g. the server's host:port). NULL or unset: "<hostname>:<pid>".
+ * @return 0; -EINVAL; -ENOMEM.
+ */
+int kvt_options_set_engine_id(kvt_options *opts, const char *id);
+
+/** The engine's id as published (buf of cap bytes). @return 0; -EINVAL; -ENODEV (no remote
+ *  tier); -ERANGE (cap too small: 64 always suffices). */
+int kvt_engine_id(kvt_engine *eng, char *buf, size_t cap);
+
+/**
+ * Wait until every write-through and publish queued before the call has been done (stored,
+ * refused or dropped). For tests and orderly hand-overs; puts never need it.
+ * @return 0; -EINVAL; -ENODEV (no remote tier).
+ */
+int kvt_remote_sync(kvt_engine *eng);
+
+/** An engine holding a prefix of a request (kvt_remote_holders). */
+typedef struct kvt_remote_holder {
+    char engine[64];  /**< its engine id */
+    uint32_t blocks;  /**< leading blocks of the request it holds */
+} kvt_remote_holder;
+
+/**
+ * Which live engines hold the longest prefixes of a token sequence in their local tiers:
+ * out[0..cap) sorted by blocks held, longest first (ties by engine id); *n_out says how many
+ * engines hold at least the first block (may exceed cap). A routing hint from published
+ * holder sets, never a hit.
+ * @return 0; -EINVAL; KVT_EMODE; -ENODEV (no remote tier); -ENOTCONN (not connected, or
+ *         the holder sets' masters are down); -EAGAIN, -EPROTO (the cluster refused);
+ *         -ENOMEM.
+ */
+int kvt_remote_holders(kvt_ns *ns, const uint32_t *tokens, size_t n_tokens,
+                       kvt_remote_holder *out, size_t cap, size_t *n_out);
+/** kvt_remote_holders for a KVT_NS_KEYS namespace. */
+int kvt_remote_holders_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys,
+                            kvt_remote_holder *out, size_t cap, size_t *n_out);
 
 /* ---------------------------------------------------------------- placement policies, TTLs, plans
  * (issue 4; the cost model is DESIGN.md §3, docs/cost-model.md has the numbers) */
@@ -608,6 +717,16 @@ double kvt_recompute_seconds(const kvt_model_desc *m, uint64_t pos, uint32_t tok
  * @return 0; -EINVAL (NULL, unknown name).
  */
 int kvt_options_set_policy(kvt_options *opts, const char *policy);
+
+/**
+ * How drain prices capacity (docs/cost-model.md §8). 0 (default): provisioned capacity, paid
+ * whether used or not: a block is written through whenever loading it would save GPU time and
+ * the tier has room (or it is worth more than the block it displaces), and a full tier
+ * evicts the lowest value density. 1: capacity priced per byte-second held (elastic or shared
+ * capacity): the cheapest option for the expected reuse interval, hold cost included.
+ * @return 0; -EINVAL (NULL, priced not 0 or 1).
+ */
+int kvt_options_set_capacity_priced(kvt_options *opts, int priced);
 
 /** The model the policies cost recomputation with (copied; default Llama-3-8B).
  *  @return 0; -EINVAL (NULL, no params and no prefill_tok_s). */

@@ -1,8 +1,9 @@
 /*
  * test_analyze.c — `kvtier analyze` on small hand-built traces whose hit rates, per-tier
  * splits and miss classes are computed by hand below (block size 4 tokens throughout), for
- * each policy the analysis reports: lru (the engine), the Belady bound, flat LRU over block
- * ids, infinite capacity; plus TTL expiry, tenants and the "other namespace" class, token
+ * each policy the analysis reports: lru, lfu and drain (the engine), the Belady bound, flat
+ * LRU over block ids, infinite capacity; a DRAM + nvme split; the Mooncake fast path against
+ * jansson; plus TTL expiry, tenants and the "other namespace" class, token
  * traces, access logs, the multi-node simulation, malformed lines, and the program's JSON and
  * HTML output. Exit 0 pass, 1 fail.
  */
@@ -174,6 +175,211 @@ static void test_trace_a_cap3(void)
     an_sweep_free(&sw);
     an_result_free(&r);
     an_trace_free(&t);
+}
+
+/*
+ * Trace P (Mooncake format, 4 tokens per block, every request one whole block; 28 tokens):
+ *   r1 t=0 A   r2 t=1s A   r3 t=2s A   r4 t=3s B   r5 t=4s C   r6 t=5s A   r7 t=6s B
+ * Each key is its own root node (a leaf), so a victim is always a whole request's block.
+ * Infinite capacity: r2 r3 r6 r7 hit = 4 blocks, 16 tokens. First use: A, B, C = 3 blocks.
+ */
+static const char *trace_p =
+    "{\"timestamp\": 0, \"input_length\": 4, \"output_length\": 1, \"hash_ids\": [10]}\n"
+    "{\"timestamp\": 1000, \"input_length\": 4, \"output_length\": 1, \"hash_ids\": [10]}\n"
+    "{\"timestamp\": 2000, \"input_length\": 4, \"output_length\": 1, \"hash_ids\": [10]}\n"
+    "{\"timestamp\": 3000, \"input_length\": 4, \"output_length\": 1, \"hash_ids\": [11]}\n"
+    "{\"timestamp\": 4000, \"input_length\": 4, \"output_length\": 1, \"hash_ids\": [12]}\n"
+    "{\"timestamp\": 5000, \"input_length\": 4, \"output_length\": 1, \"hash_ids\": [10]}\n"
+    "{\"timestamp\": 6000, \"input_length\": 4, \"output_length\": 1, \"hash_ids\": [11]}\n";
+
+static void policy_run(const an_trace *t, an_policy pol, uint64_t dram, uint64_t nvme,
+                       an_result *r)
+{
+    an_config c = config(dram, 4);
+    c.policy = pol;
+    c.cap[AN_NVME] = nvme * an_block_bytes(&c, 4);
+    CHECK_EQ(an_replay(t, &c, r, NULL), 0);
+    CHECK_EQ(r->total.requests, 7);
+    CHECK_EQ(r->total.input_tokens, 28);
+    CHECK_EQ(r->total.blocks, 7);
+    CHECK_EQ(r->inf_hit_blocks, 4);
+    CHECK_EQ(r->inf_hit_tokens, 16);
+    CHECK_EQ(r->total.miss_blocks[AN_MISS_FIRST], 3);
+    CHECK_EQ(r->total.miss_tokens[AN_MISS_FIRST], 12);
+    CHECK_EQ(r->total.miss_blocks[AN_MISS_PARTIAL] + r->total.miss_blocks[AN_MISS_TTL] +
+                 r->total.miss_blocks[AN_MISS_OTHER_NS], 0);
+    /* every block is a hit or exactly one miss class */
+    uint64_t m = 0;
+    for (int k = 0; k < AN_MISS_N; k++)
+        m += r->total.miss_blocks[k];
+    CHECK_EQ(r->total.hit_blocks + m, 7);
+}
+
+/*
+ * Trace P, DRAM of 2 blocks, one policy at a time (issue 7: each policy by hand).
+ *
+ * lru (victim: least recently used):
+ *   r1 A first {A}; r2, r3 A hit; r4 B first {A,B}; r5 C first, evicts A (last use 2 s
+ *   against B's 3 s) {B,C}; r6 A capacity miss, evicts B (3 s < C's 4 s) {C,A};
+ *   r7 B capacity miss, evicts C {A,B}.
+ *   hits 2 blocks = 8 tokens (8/28 = 28.6%); first 3 (12 tokens); capacity 2 (8 tokens).
+ *
+ * lfu (victim: the lowest count, halved every 600 idle s, among the 8 stalest nodes):
+ *   counts: A 1 at r1, +1 at r2 and r3 -> 3 (decay over 1 s: x 2^(-1/600) = 0.9988, so the
+ *   counts stay within 0.01 of the integers); B 1 at r4.
+ *   r5 C first: A 2.99 vs B 1.00 -> evict B {A,C}; r6 A hit (count 4);
+ *   r7 B capacity miss: A 3.99 vs C 1.00 -> evict C {A,B}.
+ *   hits 3 blocks = 12 tokens (12/28 = 42.9%); first 3 (12); capacity 1 (4).
+ *
+ * drain (victim: the lowest value density (saving - holding cost) / (bytes x t), t the
+ *   expected reuse time: a block used >= 2 times has t = max(EWMA of its gaps, idle); a block
+ *   used once has t = the 300 s prior):
+ *   r5: A's t = max(1 s, 2 s) = 2 s: recomputing its 4 tokens (Llama-3-8B, 2 x 8e9 x 4 FLOP
+ *   at 494.5 TFLOP/s = 0.13 ms, $1.1e-7 at $3/h) saves more than holding 512 KiB of DRAM
+ *   for 2 s costs (~$1e-9): density > 0. B's t = 300 s: holding costs more than the
+ *   saving, density < 0 -> evict B. r7 likewise evicts C (once used) over A (t = 1 s).
+ *   Same victims as lfu: hits 3 blocks = 12 tokens; first 3; capacity 1.
+ *
+ * Belady over the ids A A A B C A B, 2 blocks: A m h h, B m, C m (bypass: never used
+ * again), A h, B h = 4 hits = 16 tokens = infinite capacity.
+ */
+static void test_policies(void)
+{
+    an_trace t;
+    an_result r;
+    load(write_file("p.jsonl", trace_p), 4, &t);
+    CHECK_EQ(t.n_req, 7);
+
+    policy_run(&t, AN_POL_LRU, 2, 0, &r);
+    CHECK_EQ(r.total.hit_blocks, 2);
+    CHECK_EQ(r.total.hit_tokens, 8);
+    CHECK_EQ(r.total.miss_blocks[AN_MISS_CAPACITY], 2);
+    CHECK_EQ(r.total.miss_tokens[AN_MISS_CAPACITY], 8);
+    CHECK_EQ(r.tier_hit_blocks[AN_DRAM], 2);
+    CHECK_EQ(r.evicted_blocks, 3);
+    an_result_free(&r);
+
+    if (an_policy_in_engine(AN_POL_LFU)) {
+        policy_run(&t, AN_POL_LFU, 2, 0, &r);
+        CHECK_EQ(r.total.hit_blocks, 3);
+        CHECK_EQ(r.total.hit_tokens, 12);
+        CHECK_EQ(r.total.miss_blocks[AN_MISS_CAPACITY], 1);
+        CHECK_EQ(r.total.miss_tokens[AN_MISS_CAPACITY], 4);
+        CHECK_EQ(r.tier_hit_blocks[AN_DRAM], 3);
+        CHECK_EQ(r.evicted_blocks, 2); /* B at r5, C at r7 */
+        an_result_free(&r);
+    }
+    if (an_policy_in_engine(AN_POL_DRAIN)) {
+        policy_run(&t, AN_POL_DRAIN, 2, 0, &r);
+        CHECK_EQ(r.total.hit_blocks, 3);
+        CHECK_EQ(r.total.hit_tokens, 12);
+        CHECK_EQ(r.total.miss_blocks[AN_MISS_CAPACITY], 1);
+        CHECK_EQ(r.tier_hit_blocks[AN_DRAM], 3);
+        an_result_free(&r);
+    }
+
+    /* the sweep at 2 blocks: the same three figures, and Belady 16/28 */
+    an_config c = config(2, 4);
+    an_sweep sw;
+    CHECK_EQ(an_sweep_run(&t, &c, 2, &sw, NULL), 0);
+    int seen = 0;
+    for (size_t i = 0; i < sw.n; i++)
+        if (sw.pt[i].cap_blocks == 2) {
+            seen = 1;
+            CHECK_NEAR(sw.pt[i].hit_rate[AN_POL_LRU], 8.0 / 28);
+            if (an_policy_in_engine(AN_POL_LFU))
+                CHECK_NEAR(sw.pt[i].hit_rate[AN_POL_LFU], 12.0 / 28);
+            if (an_policy_in_engine(AN_POL_DRAIN))
+                CHECK_NEAR(sw.pt[i].hit_rate[AN_POL_DRAIN], 12.0 / 28);
+            CHECK_NEAR(sw.pt[i].belady, 16.0 / 28);
+        }
+    CHECK(seen);
+    /* the sweep's threads do not change its figures */
+    an_sweep one;
+    c.threads = 1;
+    CHECK_EQ(an_sweep_run(&t, &c, 2, &one, NULL), 0);
+    CHECK_EQ(one.n, sw.n);
+    for (size_t i = 0; i < sw.n; i++) {
+        for (int pol = 0; pol < AN_POL_N; pol++)
+            CHECK(memcmp(&one.pt[i].hit_rate[pol], &sw.pt[i].hit_rate[pol], sizeof(double)) == 0);
+        CHECK(one.pt[i].belady == sw.pt[i].belady && one.pt[i].lru_flat == sw.pt[i].lru_flat);
+    }
+    an_sweep_free(&one);
+    an_sweep_free(&sw);
+
+#if KVT_AN_HAVE_SIM
+    /*
+     * lru with DRAM of 1 block and an nvme tier of 4 (per-tier split). Every put is written
+     * through to nvme at once (simulation), so a DRAM eviction only drops the DRAM copy:
+     *   r1 A first: DRAM {A}, nvme {A}; r2, r3 A hit in DRAM;
+     *   r4 B first: A's DRAM copy dropped, DRAM {B}, nvme {A,B}; r5 C first: DRAM {C};
+     *   r6 A hit in nvme (read: promoted, C's DRAM copy dropped); r7 B hit in nvme.
+     *   hits 4 = infinite capacity: DRAM 2 blocks (8 tokens), nvme 2 (8 tokens); no capacity
+     *   miss; nvme bytes loaded = 2 blocks when the load plan loads them.
+     */
+    policy_run(&t, AN_POL_LRU, 1, 4, &r);
+    CHECK_EQ(r.total.hit_blocks, 4);
+    CHECK_EQ(r.total.hit_tokens, 16);
+    CHECK_EQ(r.total.miss_blocks[AN_MISS_CAPACITY], 0);
+    CHECK_EQ(r.tier_hit_blocks[AN_DRAM], 2);
+    CHECK_EQ(r.tier_hit_tokens[AN_DRAM], 8);
+    CHECK_EQ(r.tier_hit_blocks[AN_NVME], 2);
+    CHECK_EQ(r.tier_hit_tokens[AN_NVME], 8);
+    CHECK_EQ(r.tier_hit_blocks[AN_DISK] + r.tier_hit_blocks[AN_HBM], 0);
+    an_result_free(&r);
+#endif
+    an_trace_free(&t);
+}
+
+/* The Mooncake fast path (trace.c) and jansson read the same requests and reject the same
+ * lines, with the same messages, whatever the spacing, key order and odd values. */
+static void test_fast_path(void)
+{
+    static const char *text =
+        "{\"timestamp\": 5, \"input_length\": 10, \"output_length\": 5, \"hash_ids\": [1, 2, 3]}\n"
+        "{\"hash_ids\":[1,2],\"input_length\":8,\"timestamp\":3}\n"
+        "  { \"timestamp\" : 4 , \"input_length\" : 5 , \"hash_ids\" : [ 7 , 8 ] }  \r\n"
+        "{\"timestamp\": 6, \"input_length\": 4, \"hash_ids\": [9], \"tenant\": \"t1\"}\n"
+        "{\"timestamp\": 7.0, \"input_length\": 4, \"hash_ids\": [9]}\n"
+        "{\"timestamp\": 8, \"input_length\": 4, \"hash_ids\": [1234567890123456789]}\n"
+        "{\"timestamp\": 9, \"input_length\": 4, \"hash_ids\": [012]}\n"
+        "{\"timestamp\": 10, \"input_length\": 9, \"hash_ids\": [1, 2]}\n"
+        "{\"timestamp\": 11, \"input_length\": 4, \"hash_ids\": []}\n"
+        "{\"timestamp\": 12, \"input_length\": 4, \"hash_ids\": [-1]}\n"
+        "{\"timestamp\": 13, \"input_length\": 4, \"hash_ids\": [1], \"timestamp\": 14}\n"
+        "{\"timestamp\": 15, \"input_length\": 4, \"output_length\": 4294967296, \"hash_ids\": [1]}\n"
+        "{\"timestamp\": 16, \"input_length\": 4, \"hash_ids\": [1]} x\n"
+        "{\"timestamp\": 17, \"input_length\": 4, \"hash_ids\": [1,]}\n"
+        "{\"t\\u0069mestamp\": 18, \"input_length\": 4, \"hash_ids\": [1]}\n"
+        "{\"timestamp\": 19, \"hash_ids\": [1]}\n";
+    const char *path = write_file("fast.jsonl", text);
+    an_trace a, b;
+    char ea[4096] = "", eb[4096] = "";
+    FILE *fa = fmemopen(ea, sizeof ea, "w"), *fb = fmemopen(eb, sizeof eb, "w");
+    CHECK(fa && fb);
+    an_load_opts oa = {.format = AN_FMT_AUTO, .block_tokens = 4, .errs = fa};
+    an_load_opts ob = {.format = AN_FMT_AUTO, .block_tokens = 4, .errs = fb, .no_fast = 1};
+    CHECK_EQ(an_trace_load(path, &oa, &a), 0);
+    CHECK_EQ(an_trace_load(path, &ob, &b), 0);
+    fclose(fa);
+    fclose(fb);
+    CHECK(strcmp(ea, eb) == 0);
+    CHECK_EQ(a.n_req, b.n_req);
+    CHECK_EQ(a.bad_lines, b.bad_lines);
+    CHECK_EQ(a.n_keys, b.n_keys);
+    CHECK_EQ(a.n_tenants, b.n_tenants);
+    CHECK_EQ(a.n_ns, b.n_ns);
+    CHECK(memcmp(a.req, b.req, a.n_req * sizeof *a.req) == 0);
+    CHECK(memcmp(a.keys, b.keys, a.n_keys * sizeof *a.keys) == 0);
+    /* accepted: lines 1-6 (tenant and 7.0 through jansson), the duplicate key (jansson keeps
+     * the last value) and the escaped key name; rejected: 012, 9 tokens in 2 blocks, [],
+     * -1, 2^32 output tokens, trailing text, [1,], no input_length */
+    CHECK_EQ(a.n_req, 8);
+    CHECK_EQ(a.bad_lines, 8);
+    CHECK_EQ(a.req[0].ts_ms, 3); /* sorted by time */
+    CHECK_EQ(a.req[0].input_tokens, 8);
+    an_trace_free(&a);
+    an_trace_free(&b);
 }
 
 /*
@@ -573,6 +779,20 @@ static void test_program(void)
     CHECK(strstr(txt, "evicted_capacity") && strstr(txt, "Per tenant"));
     free(txt);
 
+    /* token sizes with a decimal multiplier (issue 7: --dram 3Mtok): 3M tokens = 750,000
+     * blocks of 4 tokens, more than the trace's 4 distinct blocks: everything seen hits,
+     * 32 of 54 tokens = 59.26% (infinite capacity); on 1 and 2 threads alike */
+    char *argv3[] = {"analyze", "--block-size", "4", "--dram", "3Mtok", "--nodes", "0",
+                     "--sweep-points", "2", "--threads", "1", (char *)tp, NULL};
+    CHECK_EQ(run_main(out, 12, argv3), 0);
+    txt = slurp(out);
+    CHECK(strstr(txt, "token hit rate             59.26%"));
+    free(txt);
+    char *bad7[] = {"analyze", "--dram", "3Xtok", (char *)tp, NULL};
+    CHECK_EQ(run_main(out, 4, bad7), 2);
+    char *bad8[] = {"analyze", "--threads", "0", (char *)tp, NULL};
+    CHECK_EQ(run_main(out, 4, bad8), 2);
+
     /* usage errors: exit 2 */
     /* an unknown policy is a usage error (was: lfu, "not in engine yet" before issue 4) */
     char *bad1[] = {"analyze", "--policy", "arc", (char *)tp, NULL};
@@ -611,6 +831,8 @@ int main(void)
     printf("test_analyze: engine %s\n", KVT_AN_HAVE_SIM ? "simulation mode" : "tiny-layout DRAM");
     test_trace_a_cap3();
     test_trace_a_cap2();
+    test_policies();
+    test_fast_path();
     test_ttl();
     test_tokens_tenants();
     test_access_log();

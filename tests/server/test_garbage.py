@@ -82,6 +82,21 @@ try:
     check(c.reply() == "OK" and c.reply() == b"value", "inline commands")
     c.close()
 
+    # a truncated frame, then the client shuts its side: the complete requests before it
+    # are answered, then an error says the incomplete one was dropped
+    for frame in (b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100\r\nabc", b"*2\r\n$3\r\nGE", b"PING"):
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        s.sendall(b"*1\r\n$4\r\nPING\r\n" + frame)
+        s.shutdown(socket.SHUT_WR)
+        got = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+        s.close()
+        check(got.startswith(b"+PONG\r\n-ERR Protocol error: connection closed in the middle of a request")
+              and got.endswith(b"\r\n"), "truncated frame %r: PONG, then an error reply (%r)" % (frame[:12], got[:90]))
     # random garbage, many connections; some get errors, none may kill the server
     for i in range(200):
         n = rng.randrange(1, 2000)
