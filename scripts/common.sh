@@ -30,6 +30,7 @@ KVT_TEST_PACKAGES=(
     python3-redis     # redis-py against `kvtier serve`
     python3-numpy     # the Python package (python/) and its tests
     python3-torch     # the Python package's torch I/O tests (CPU)
+    fio               # bench_io's roofline peer (the smoke test runs it briefly)
 )
 
 kvt_say()  { printf '\n== %s\n' "$*"; }

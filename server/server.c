@@ -1,6 +1,8 @@
 /*
- * server.c — `kvtier serve`: start-up, the epoll loop, RESP parsing, client I/O, worker
- * threads and the graceful shutdown. Threads and data guards are described in srv.h.
+ * server.c — `kvtier serve`: start-up, the epoll loop, client I/O (requests are parsed by
+ * resp.c), worker threads, the graceful shutdown, and an in-process driver of the same
+ * request path without sockets (srv_embed_*, for server/fuzz_resp.c). Threads and data
+ * guards are described in srv.h.
  *
  * A client's input buffer:
  *
