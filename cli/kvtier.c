@@ -58,41 +58,6 @@ static void err(const char *fmt, ...)
 
 /* ---------------------------------------------------------------- sizes */
 
-/*
- * Parse a byte size: digits with an optional binary suffix K, M, G or T (also KiB, MB, ...;
- * case-insensitive; all powers of 1024). 0 and -EINVAL/-ERANGE on bad input.
- */
-static int parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    if (!s || !*s || *s == '-' || *s == '+')
-        return -EINVAL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (end == s)
-        return -EINVAL;
-    if (errno == ERANGE)
-        return -ERANGE;
-    unsigned shift = 0;
-    switch (*end) {
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    case 't': case 'T': shift = 40; end++; break;
-    default: break;
-    }
-    if (shift && (*end == 'i' || *end == 'I'))
-        end++;
-    if (*end == 'b' || *end == 'B')
-        end++;
-    if (*end)
-        return -EINVAL;
-    if (shift && v > (UINT64_MAX >> shift))
-        return -ERANGE;
-    *out = (uint64_t)v << shift;
-    return 0;
-}
-
 /* Human-readable binary size into buf: "512 B", "2.00 MiB", "1.00 GiB". */
 static const char *fmt_size(char *buf, size_t n, uint64_t bytes)
 {
@@ -875,7 +840,7 @@ static int info_args(int argc, char **argv, info_run *r, int *json)
             uint64_t x;
             if (!v)
                 return EXIT_USAGE;
-            if (parse_size(v, &x) || (x == 0 && !so->zero_ok)) {
+            if (kvt_parse_size(v, &x) || (x == 0 && !so->zero_ok)) {
                 err("info: %s '%s' is not a size: give bytes with an optional K, M, G or T "
                     "suffix (e.g. 512M, 4G)%s", so->name, v, so->zero_ok ? "" : ", more than 0");
                 return EXIT_USAGE;

@@ -71,6 +71,8 @@ static uint64_t dtype_size(kvt_dtype d)
     return 0;
 }
 
+KVT_EXPORT int kvt_parse_size(const char *s, uint64_t *bytes) { return util_parse_size(s, bytes); }
+
 KVT_EXPORT uint64_t kvt_layout_block_bytes(const kvt_layout *l)
 {
     if (!l || !l->layers || !l->kv_heads || !l->head_dim || !dtype_size(l->dtype))

@@ -23,6 +23,7 @@
 
 #include <cuda_runtime.h>
 
+#include "gpu/dev.h"
 #include "gpu/paged.h"
 #include "util/util.h"
 
@@ -64,12 +65,15 @@ __global__ void __launch_bounds__(XT) copy_kernel(const __grid_constant__ xfer_l
     }
 }
 
-int g_sms = 0;
-int g_host_ptr_ok = -1; /* device can use registered host memory at the host address */
+} // namespace
 
-int dev_info(void)
+/* Device facts shared by the CUDA files of gpu/ (gpu/dev.h). */
+int gpu_dev_sms = 0;
+int gpu_dev_host_ptr_ok = -1; /* device can use registered host memory at the host address */
+
+int gpu_dev_info(void)
 {
-    if (g_sms > 0)
+    if (gpu_dev_sms > 0)
         return 0;
     int dev = 0, n = 0, ok = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||
@@ -79,21 +83,24 @@ int dev_info(void)
         cudaGetLastError();
         return -ENODEV;
     }
-    g_host_ptr_ok = ok;
-    g_sms = n;
+    gpu_dev_host_ptr_ok = ok;
+    gpu_dev_sms = n;
     return 0;
 }
 
-/* Pinned host memory, or device memory: what copy_kernel may dereference. */
-bool gpu_addressable(const void *p)
+bool gpu_dev_addressable(const void *p)
 {
     cudaPointerAttributes a;
     if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
         cudaGetLastError();
         return false;
     }
-    return a.type == cudaMemoryTypeHost || a.type == cudaMemoryTypeDevice;
+    if (a.type == cudaMemoryTypeDevice)
+        return true;
+    return a.type == cudaMemoryTypeHost && gpu_dev_host_ptr_ok == 1;
 }
+
+namespace {
 
 struct run {
     const char *src;
@@ -178,7 +185,7 @@ int copy_sm(const void *const *src, void *const *dst, uint32_t n, uint64_t bytes
     if (!L)
         return -ENOMEM;
     if (!ctas)
-        ctas = 2u * (uint32_t)g_sms;
+        ctas = 2u * (uint32_t)gpu_dev_sms;
     int rc = 0;
     for (uint32_t first = 0; first < n && !rc; first += XB) {
         const uint32_t k = n - first < XB ? n - first : XB;
@@ -215,7 +222,7 @@ extern "C" int gpu_copy_blocks(const void *const *src, void *const *dst, uint32_
     for (uint32_t i = 0; i < n; i++)
         if (!src[i] || !dst[i])
             return -EINVAL;
-    int rc = dev_info();
+    int rc = gpu_dev_info();
     if (rc)
         return rc;
     cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
@@ -223,12 +230,12 @@ extern "C" int gpu_copy_blocks(const void *const *src, void *const *dst, uint32_
         /* The SM path dereferences host pointers on the GPU: only pinned memory the device
          * can address at the host address. A pageable pointer there would fault the whole
          * context, so sample the batch (first, middle, last; all when n <= 64). */
-        bool ok = g_host_ptr_ok == 1 && bytes % 16 == 0;
+        bool ok = gpu_dev_host_ptr_ok == 1 && bytes % 16 == 0;
         for (uint32_t i = 0; ok && i < n; i++)
             ok = !(((uintptr_t)src[i] | (uintptr_t)dst[i]) & 15);
         for (uint32_t i = 0; ok && i < n; i = (n <= 64 || i == n - 1) ? i + 1
                                              : (i == 0 ? n / 2 : n - 1))
-            ok = gpu_addressable(src[i]) && gpu_addressable(dst[i]);
+            ok = gpu_dev_addressable(src[i]) && gpu_dev_addressable(dst[i]);
         if (method == GPU_XFER_SM && !ok)
             return -EINVAL;
         /* measured (bench_gpu_xfer, H100, 512 MiB scattered): SM kernel 0.91-0.97 of the
@@ -279,7 +286,7 @@ extern "C" int gpu_pool_create(const kvt_layout *layout, uint32_t num_blocks, gp
     const uint64_t bb = layout_bytes(layout);
     if (!bb)
         return KVT_EBADLAYOUT;
-    if (dev_info())
+    if (gpu_dev_info())
         return -ENODEV;
     gpu_pool *p = static_cast<gpu_pool *>(util_calloc(1, sizeof *p));
     if (!p)

@@ -16,6 +16,7 @@
 
 #include <cuda_runtime.h>
 
+#include "gpu/dev.h"
 #include "gpu/gpu.h"
 #include "util/util.h"
 
@@ -71,37 +72,6 @@ __global__ void __launch_bounds__(GT) gather_kernel(const __grid_constant__ gath
             if (d[k])
                 *d[k] = r[k];
     }
-}
-
-int g_sms = 0, g_host_ok = -1;
-
-int info(void)
-{
-    if (g_sms > 0)
-        return 0;
-    int dev = 0, n = 0, ok = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&ok, cudaDevAttrCanUseHostPointerForRegisteredMem, dev) !=
-            cudaSuccess) {
-        cudaGetLastError();
-        return -ENODEV;
-    }
-    g_host_ok = ok;
-    g_sms = n;
-    return 0;
-}
-
-bool addressable(const void *p)
-{
-    cudaPointerAttributes a;
-    if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
-        cudaGetLastError();
-        return false;
-    }
-    if (a.type == cudaMemoryTypeDevice)
-        return true;
-    return a.type == cudaMemoryTypeHost && g_host_ok == 1;
 }
 
 int io_rc(cudaError_t e)
@@ -179,7 +149,7 @@ extern "C" int gpu_gather_layer(const void *const *src, uint32_t n, const gpu_ga
         return -EINVAL;
     if (n == 0)
         return 0;
-    int rc = info();
+    int rc = gpu_dev_info();
     if (rc)
         return rc;
     for (uint32_t i = 0; i < n; i++)
@@ -188,9 +158,9 @@ extern "C" int gpu_gather_layer(const void *const *src, uint32_t n, const gpu_ga
     /* A pointer the GPU cannot dereference would fault the context: check a sample (first,
      * middle, last; all for small batches), as gpu_copy_blocks does. */
     for (uint32_t i = 0; i < n; i = (n <= 64 || i == n - 1) ? i + 1 : (i == 0 ? n / 2 : n - 1))
-        if (!addressable(src[i]))
+        if (!gpu_dev_addressable(src[i]))
             return -EINVAL;
-    if (!addressable(p->k_dst) || !addressable(p->v_dst))
+    if (!gpu_dev_addressable(p->k_dst) || !gpu_dev_addressable(p->v_dst))
         return -EINVAL;
     gather_list *L = static_cast<gather_list *>(util_malloc(sizeof *L));
     if (!L)
@@ -204,7 +174,7 @@ extern "C" int gpu_gather_layer(const void *const *src, uint32_t n, const gpu_ga
     k.bt = p->block_tokens;
     k.half = (uint64_t)p->block_tokens * p->kv_heads * k.v16;
     k.layer16 = (uint64_t)p->layer * 2 * k.half;
-    const uint32_t ctas_max = p->ctas ? p->ctas : 2u * (uint32_t)g_sms;
+    const uint32_t ctas_max = p->ctas ? p->ctas : 2u * (uint32_t)gpu_dev_sms;
     cudaStream_t st = reinterpret_cast<cudaStream_t>(s);
     for (uint32_t first = 0; first < n && !rc; first += GB_MAX) {
         const uint32_t m = n - first < GB_MAX ? n - first : GB_MAX;

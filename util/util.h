@@ -28,6 +28,9 @@ void util_free(void *p);
 void util_alloc_fail_after(long n);
 uint64_t util_alloc_failures(void);
 
+/* kvt_parse_size (kvtier.h): digits with an optional K/M/G/T[i][B] binary suffix. */
+int util_parse_size(const char *s, uint64_t *out);
+
 /* Monotonic clock, nanoseconds. */
 uint64_t util_now_ns(void);
 

@@ -103,6 +103,16 @@ const char *kvt_strerror(int status);
 /** @return the library version as "MAJOR.MINOR.PATCH" (static string). */
 const char *kvt_version(void);
 
+/**
+ * Parse a byte size as the kvtier program, the service and configuration files write it:
+ * decimal digits with an optional binary suffix K, M, G or T (case-insensitive, optionally
+ * followed by "i" and/or "B": "512", "64K", "4G", "8GiB", "1tb"; all powers of 1024).
+ * @param[in]  s      the text.
+ * @param[out] bytes  the value.
+ * @return 0; -EINVAL (NULL, empty, a sign, other characters); -ERANGE (over 2^64 - 1).
+ */
+int kvt_parse_size(const char *s, uint64_t *bytes);
+
 /* ---------------------------------------------------------------- layouts */
 
 typedef enum kvt_dtype {
