@@ -31,6 +31,8 @@ KVT_TEST_PACKAGES=(
     python3-numpy     # the Python package (python/) and its tests
     python3-torch     # the Python package's torch I/O tests (CPU)
     fio               # bench_io's roofline peer (the smoke test runs it briefly)
+    clang             # the libFuzzer target of the service's protocol parser
+    libclang-rt-14-dev # libFuzzer and sanitizer runtimes for clang
 )
 
 kvt_say()  { printf '\n== %s\n' "$*"; }

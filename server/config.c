@@ -16,39 +16,6 @@
 /* kv_meta is 48 bytes; see kv.c */
 #define KV_META_BYTES 48u
 
-int parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    if (!s || !*s || *s == '-' || *s == '+')
-        return -EINVAL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (end == s)
-        return -EINVAL;
-    if (errno == ERANGE)
-        return -ERANGE;
-    unsigned shift = 0;
-    switch (*end) {
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    case 't': case 'T': shift = 40; end++; break;
-    default: break;
-    }
-    if (shift && (*end == 'i' || *end == 'I'))
-        end++;
-    if (shift && (*end == 'b' || *end == 'B'))
-        end++;
-    else if (!shift && (*end == 'b' || *end == 'B'))
-        end++;
-    if (*end)
-        return -EINVAL;
-    if (shift && v > (UINT64_MAX >> shift))
-        return -ERANGE;
-    *out = (uint64_t)v << shift;
-    return 0;
-}
-
 static int parse_int(const char *s, long lo, long hi, int *out)
 {
     char *end;
@@ -182,15 +149,15 @@ static int tenant_set(srv_tenant *t, const char *key, const char *v, char *err, 
         }
         free(dup);
     } else if (!strcmp(k, "quota_dram")) {
-        if (parse_size(v, &sz))
+        if (kvt_parse_size(v, &sz))
             goto bad;
         t->quota_dram = sz;
     } else if (!strcmp(k, "quota_nvme")) {
-        if (parse_size(v, &sz))
+        if (kvt_parse_size(v, &sz))
             goto bad;
         t->quota_nvme = sz;
     } else if (!strcmp(k, "quota_disk")) {
-        if (parse_size(v, &sz))
+        if (kvt_parse_size(v, &sz))
             goto bad;
         t->quota_disk = sz;
     } else if (!strcmp(k, "quota_hbm")) {
@@ -240,11 +207,11 @@ int cfg_set(srv_config *c, const char *key, const char *v, char *err, size_t err
         if (parse_int(v, 0, 65535, &c->metrics_port))
             goto bad;
     } else if (!strcmp(k, "dram_bytes")) {
-        if (parse_size(v, &sz) || sz == 0)
+        if (kvt_parse_size(v, &sz) || sz == 0)
             goto bad;
         c->dram_bytes = sz;
     } else if (!strcmp(k, "kv_block_bytes")) {
-        if (parse_size(v, &sz) || sz % 64 || sz < 512 || sz > (64u << 20))
+        if (kvt_parse_size(v, &sz) || sz % 64 || sz < 512 || sz > (64u << 20))
             goto bad;
         c->kv_block_bytes = sz;
     } else if (!strcmp(k, "hugepages")) {
@@ -266,23 +233,23 @@ int cfg_set(srv_config *c, const char *key, const char *v, char *err, size_t err
         if (parse_int(v, 0, 100000000, &c->timeout_s))
             goto bad;
     } else if (!strcmp(k, "max_value_bytes")) {
-        if (parse_size(v, &sz) || sz == 0)
+        if (kvt_parse_size(v, &sz) || sz == 0)
             goto bad;
         c->max_value_bytes = sz;
     } else if (!strcmp(k, "proto_max_bulk_len")) {
-        if (parse_size(v, &sz) || sz < 1024)
+        if (kvt_parse_size(v, &sz) || sz < 1024)
             goto bad;
         c->proto_max_bulk_len = sz;
     } else if (!strcmp(k, "query_buffer_limit")) {
-        if (parse_size(v, &sz) || sz < 1024)
+        if (kvt_parse_size(v, &sz) || sz < 1024)
             goto bad;
         c->query_buffer_limit = sz;
     } else if (!strcmp(k, "output_buffer_limit")) {
-        if (parse_size(v, &sz) || sz < 1024)
+        if (kvt_parse_size(v, &sz) || sz < 1024)
             goto bad;
         c->output_buffer_limit = sz;
     } else if (!strcmp(k, "offload_bytes")) {
-        if (parse_size(v, &sz))
+        if (kvt_parse_size(v, &sz))
             goto bad;
         c->offload_bytes = sz;
     } else if (!strcmp(k, "data_dir")) {
@@ -298,15 +265,15 @@ int cfg_set(srv_config *c, const char *key, const char *v, char *err, size_t err
             goto bad;
         snprintf(dst, SRV_PATH_MAX, "%s", v);
     } else if (!strcmp(k, "nvme_bytes")) {
-        if (parse_size(v, &sz))
+        if (kvt_parse_size(v, &sz))
             goto bad;
         c->nvme_bytes = sz;
     } else if (!strcmp(k, "disk_bytes")) {
-        if (parse_size(v, &sz))
+        if (kvt_parse_size(v, &sz))
             goto bad;
         c->disk_bytes = sz;
     } else if (!strcmp(k, "nvme_bandwidth") || !strcmp(k, "disk_bandwidth")) {
-        if (parse_size(v, &sz))
+        if (kvt_parse_size(v, &sz))
             goto bad;
         *(k[0] == 'n' ? &c->nvme_bw : &c->disk_bw) = sz;
     } else if (!strcmp(k, "io_depth")) {

@@ -134,7 +134,6 @@ int cfg_load_file(srv_config *c, const char *path, char *err, size_t errlen);
 int cfg_finish(srv_config *c, char *err, size_t errlen); /* validation, default tenant */
 void cfg_free(srv_config *c);
 srv_tenant *cfg_tenant(srv_config *c, const char *name, size_t len);
-int parse_size(const char *s, uint64_t *out);
 
 /* ---------------------------------------------------------------- output queue */
 
