@@ -170,8 +170,10 @@ int kvt_options_set_dram_bytes(kvt_options *opts, uint64_t bytes);
 
 /**
  * Set the DRAM tier's slot size in bytes: a multiple of 64 in [64, 1 GiB], or 0 for the block
- * size of the first namespace opened. A block occupies ceil(block_bytes / slot_bytes) slots;
- * choose the slot size equal to the usual block size to waste nothing.
+ * size of the first namespace opened (rounded up to a multiple of 64; kvt_ns_open then fails
+ * with KVT_EBADLAYOUT if not even one such block fits the tier). A block occupies
+ * ceil(block_bytes / slot_bytes) slots; choose the slot size equal to the usual block size to
+ * waste nothing.
  * @return 0; -EINVAL.
  */
 int kvt_options_set_dram_slot_bytes(kvt_options *opts, uint64_t slot_bytes);
@@ -336,7 +338,8 @@ int kvt_tenant_set_quota(kvt_engine *eng, const char *tenant, kvt_tier tier, uin
  * Limit how many bytes of a tier one tenant may hold. A tenant over its quota evicts its own
  * least recently used blocks. Tenants never evict each other's blocks: a put that needs space
  * evicts only blocks of the same tenant, so with quotas that add up to at most the capacity
- * every tenant can always use its quota.
+ * every tenant can always use its quota. Lowering a quota below what the tenant holds evicts
+ * (demotes) its least recently used unpinned blocks at once until it fits.
  * @param[in] eng     the engine.
  * @param[in] tenant  tenant name (1..KVT_NAME_MAX bytes).
  * @param[in] bytes   the quota for the DRAM tier; 0 removes the limit.
@@ -385,7 +388,11 @@ typedef struct kvt_lease kvt_lease;
  *
  * Token ids are compared exactly. With a lease, the matched blocks count as used now (LRU,
  * hit counts) and stay pinned (never evicted, moved or overwritten) until kvt_release().
- * Without a lease (lease == NULL) the call only measures: nothing is pinned or touched.
+ * Without a lease (lease == NULL) the call only measures: nothing is pinned or touched, and
+ * the lookup counters of kvt_stats do not count it. (A kvt_put also counts as a use of the
+ * cached prefix it extends.) When the match ends inside an index node, the node is split
+ * there so recency and pins stay exact per block; if that split cannot allocate, the match
+ * still succeeds and the lease pins the whole node, a few blocks more than it covers.
  *
  * @param[in]  ns        a token namespace.
  * @param[in]  tokens    n_tokens token ids; a trailing partial block is ignored.
@@ -532,8 +539,9 @@ int kvt_remove_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys, size_t *rem
 /** Counters since kvt_engine_open. Pass sizeof(kvt_stats): later versions append fields. */
 typedef struct kvt_stats {
     uint64_t lookups;          /**< kvt_match calls with a lease */
-    uint64_t lookup_tokens;    /**< tokens asked for (whole blocks) */
-    uint64_t hit_tokens;       /**< tokens matched */
+    uint64_t lookup_tokens;    /**< tokens asked for by those calls (whole blocks; key
+                                    namespaces: blocks * block_tokens) */
+    uint64_t hit_tokens;       /**< tokens matched by those calls */
     uint64_t puts;             /**< kvt_put calls */
     uint64_t blocks_stored;    /**< blocks newly stored */
     uint64_t blocks_evicted;   /**< blocks dropped to make room */
@@ -793,7 +801,9 @@ typedef struct kvt_tier_info {
 } kvt_tier_info;
 
 /**
- * The engine's tiers, fastest first, HBM (modeled, not managed) included.
+ * The engine's tiers as the cost model sees them, fastest first. HBM is always included with
+ * the model's defaults (an 80 GB H100) for the load-versus-recompute arithmetic, whether or
+ * not an HBM pool is configured; kvt_stats reports the pool itself.
  * @param[out] out    room for n entries (may be NULL with n == 0).
  * @param[out] count  the number of tiers (may exceed n: only n are written).
  * @return 0; -EINVAL.
