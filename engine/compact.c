@@ -96,7 +96,8 @@ static int collect(cctx *c)
             path_pin(c->v[i].node);
     for (size_t i = 0; i < c->n; i++)
         c->v[i].own_pins = c->v[i].node->pins - c->v[i].own_pins;
-    qsort(c->v, c->n, sizeof *c->v, by_loc);
+    if (c->n > 1) /* c->v is NULL when nothing was collected: qsort(NULL, 0) is UB */
+        qsort(c->v, c->n, sizeof *c->v, by_loc);
     return 0;
 }
 

@@ -168,10 +168,12 @@ static int by_depth(const void *a, const void *b)
 }
 
 /* leaf order: oldest access first */
-static const rblk *g_sort_blocks;
-static int by_last(const void *a, const void *b)
+/* qsort_r comparator (glibc): ctx is the block array, so concurrent restarts of several
+ * engines in one process do not share state. */
+static int by_last(const void *a, const void *b, void *ctx)
 {
-    const rblk *x = &g_sort_blocks[*(const size_t *)a], *y = &g_sort_blocks[*(const size_t *)b];
+    const rblk *blocks = ctx;
+    const rblk *x = &blocks[*(const size_t *)a], *y = &blocks[*(const size_t *)b];
     return x->last < y->last ? -1 : x->last > y->last;
 }
 
@@ -283,8 +285,7 @@ static int rebuild(rctx *x)
             if (x->b[i].depth > maxd)
                 maxd = x->b[i].depth;
         }
-    g_sort_blocks = x->b;
-    qsort(leaves, nl, sizeof *leaves, by_last);
+    qsort_r(leaves, nl, sizeof *leaves, by_last, x->b);
     chain = util_malloc(((size_t)maxd + 1) * sizeof *chain);
     seq = util_malloc(((size_t)maxd + 1) * ns->bu * sizeof *seq);
     if (nl && (!chain || !seq)) {
