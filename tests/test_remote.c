@@ -67,85 +67,6 @@ static void on_signal(int sig)
     raise(sig);
 }
 
-static int port_free(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
-static int pick_base(void)
-{
-    for (int tries = 0; tries < 200; tries++) {
-        int b = 20000 + (int)tu_below(&port_rng, 25000);
-        int ok = 1;
-        for (int i = 0; i < n_ports && ok; i++)
-            ok = port_free(b + i) && port_free(b + i + 10000);
-        if (ok)
-            return b;
-    }
-    return -1;
-}
-
-/* Run a shell command and capture its stdout into out[0..cap). Returns the exit status. */
-static int sh_out(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int sh_out(char *out, size_t cap, const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    FILE *p = popen(cmd, "r");
-    TU_CHECK(p);
-    size_t n = 0;
-    if (out && cap) {
-        n = fread(out, 1, cap - 1, p);
-        out[n] = 0;
-    } else {
-        char sink[4096];
-        while (fread(sink, 1, sizeof sink, p) > 0)
-            ;
-    }
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* From CLUSTER NODES (asked at `port`): the live master owning `slot`; its port and id. */
-static int owner_of(int port, unsigned slot, char *id_out)
-{
-    static char buf[16384];
-    if (sh_out(buf, sizeof buf, "redis-cli -p %d cluster nodes", port) != 0)
-        return -1;
-    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
-        char id[64], addr[128], flags[128];
-        int off = 0;
-        if (sscanf(line, "%63s %127s %127s %*s %*s %*s %*s %*s%n", id, addr, flags, &off) < 3)
-            continue;
-        if (!strstr(flags, "master") || strstr(flags, "fail"))
-            continue;
-        char *rest = line + off, *tok, *save = NULL;
-        for (tok = strtok_r(rest, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
-            unsigned a, b;
-            if (tok[0] == '[')
-                continue;
-            int k = sscanf(tok, "%u-%u", &a, &b);
-            if (k == 1)
-                b = a;
-            if (k >= 1 && slot >= a && slot <= b) {
-                if (id_out)
-                    strcpy(id_out, id);
-                return atoi(strchr(addr, ':') + 1);
-            }
-        }
-    }
-    return -1;
-}
-
 static unsigned key_slot(uint64_t ns, uint64_t key)
 {
     char k[REMOTE_KEY_MAX];
@@ -256,7 +177,7 @@ static void tamper(int i, int what)
 {
     char k[REMOTE_KEY_MAX];
     int kl = remote_key(salt, NS, keys[i], k, sizeof k);
-    int port = owner_of(base_port, remote_slot(k, (size_t)kl), NULL);
+    int port = tu_cluster_owner(base_port, remote_slot(k, (size_t)kl), NULL);
     TU_CHECK(port > 0);
     redisContext *c = redisConnect("127.0.0.1", port);
     TU_CHECK(c && !c->err);
@@ -284,7 +205,7 @@ static void test_slots(void)
                         "foo{}{bar}", "foo{{bar}}zap", "foo{bar}{zap}", "kvt:s:0:1"};
     char out[64];
     for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++) {
-        TU_CHECK_EQ(sh_out(out, sizeof out, "redis-cli -p %d cluster keyslot '%s'", base_port, ks[i]), 0);
+        TU_CHECK_EQ(tu_sh_out(out, sizeof out, "redis-cli -p %d cluster keyslot '%s'", base_port, ks[i]), 0);
         TU_CHECK_EQ(remote_slot(ks[i], strlen(ks[i])), atoi(out));
     }
     TU_CHECK_EQ(remote_slot("123456789", 9), 0x31c3 % 16384); /* CRC16-XMODEM check value */
@@ -306,7 +227,7 @@ static void test_open_errors(void)
     TU_CHECK_EQ(remote_open(seeds, "bad salt", NULL, &r), -EINVAL);
     TU_CHECK_EQ(remote_open(seeds, NULL, NULL, &r), -EINVAL);
     /* nothing listens on a free port: -ENOTCONN, fast */
-    int p = pick_base();
+    int p = tu_pick_ports(&port_rng, n_ports);
     char s[64];
     snprintf(s, sizeof s, "127.0.0.1:%d", p);
     TU_CHECK_EQ(remote_open(s, salt, NULL, &r), -ENOTCONN);
@@ -427,11 +348,11 @@ static void test_redirects(remote_ctx *a, remote_ctx *b)
     char k[REMOTE_KEY_MAX], src_id[64], dst_id[64], out[256];
     int kl = remote_key(salt, NS, keys[i], k, sizeof k);
     unsigned slot = remote_slot(k, (size_t)kl);
-    int src = owner_of(base_port, slot, src_id);
+    int src = tu_cluster_owner(base_port, slot, src_id);
     TU_CHECK(src > 0);
     int dst = -1;
     for (unsigned s = 0; s < 16384 && dst < 0; s += 97) {
-        int p = owner_of(base_port, s, dst_id);
+        int p = tu_cluster_owner(base_port, s, dst_id);
         if (p > 0 && p != src)
             dst = p;
     }
@@ -444,11 +365,11 @@ static void test_redirects(remote_ctx *a, remote_ctx *b)
     remote_stats s0;
     remote_get_stats(a, &s0);
 
-    TU_CHECK_EQ(sh_out(out, sizeof out, "redis-cli -p %d cluster setslot %u importing %s", dst, slot, src_id), 0);
+    TU_CHECK_EQ(tu_sh_out(out, sizeof out, "redis-cli -p %d cluster setslot %u importing %s", dst, slot, src_id), 0);
     TU_CHECK(strstr(out, "OK"));
-    TU_CHECK_EQ(sh_out(out, sizeof out, "redis-cli -p %d cluster setslot %u migrating %s", src, slot, dst_id), 0);
+    TU_CHECK_EQ(tu_sh_out(out, sizeof out, "redis-cli -p %d cluster setslot %u migrating %s", src, slot, dst_id), 0);
     TU_CHECK(strstr(out, "OK"));
-    TU_CHECK_EQ(sh_out(out, sizeof out, "redis-cli -p %d migrate 127.0.0.1 %d '' 0 5000 keys %s", src, dst, k), 0);
+    TU_CHECK_EQ(tu_sh_out(out, sizeof out, "redis-cli -p %d migrate 127.0.0.1 %d '' 0 5000 keys %s", src, dst, k), 0);
     TU_CHECK(strstr(out, "OK"));
     /* the key moved, the slot did not: the source answers ASK */
     get_req(&q, i);
@@ -460,7 +381,7 @@ static void test_redirects(remote_ctx *a, remote_ctx *b)
     TU_CHECK_EQ(s1.moved, s0.moved);
 
     for (int p = base_port; p < base_port + n_ports; p++)
-        sh_out(NULL, 0, "redis-cli -p %d cluster setslot %u node %s", p, slot, dst_id);
+        tu_sh_out(NULL, 0, "redis-cli -p %d cluster setslot %u node %s", p, slot, dst_id);
     /* the slot moved: B's map is stale, the old owner answers MOVED */
     get_req(&q, i);
     TU_CHECK_EQ(remote_get_batch(b, &q, 1), 1);
@@ -591,11 +512,11 @@ static void test_failover(remote_ctx *a, remote_ctx *b)
     TU_CHECK_EQ(remote_put_batch(a, q, NB, 0, REMOTE_PUT_DURABLE), NB);
 
     /* the victim: the master of block 0's slot */
-    int victim = owner_of(base_port, key_slot(NS, keys[0]), NULL);
+    int victim = tu_cluster_owner(base_port, key_slot(NS, keys[0]), NULL);
     TU_CHECK(victim > 0);
     int on_victim[NB], n_victim = 0;
     for (int i = 0; i < NB; i++) {
-        on_victim[i] = owner_of(base_port == victim ? base_port + 1 : base_port,
+        on_victim[i] = tu_cluster_owner(base_port == victim ? base_port + 1 : base_port,
                                 key_slot(NS, keys[i]), NULL) == victim;
         n_victim += on_victim[i];
     }
@@ -739,7 +660,7 @@ int main(void)
         return 1;
     snprintf(dir, sizeof dir, "%s/test_remote.%d", base, (int)getpid());
     snprintf(salt, sizeof salt, "t%d", (int)getpid());
-    base_port = pick_base();
+    base_port = tu_pick_ports(&port_rng, n_ports);
     TU_CHECK(base_port > 0);
     atexit(stop_cluster);
     signal(SIGINT, on_signal);
@@ -747,7 +668,7 @@ int main(void)
     signal(SIGPIPE, SIG_DFL); /* the library must not need SIGPIPE ignored */
     uint64_t t0 = util_now_ns();
     char ports[256];
-    int rc = sh_out(ports, sizeof ports, "KVT_REDIS_OWNER_PID=%d bash '%s' start 3 1 %d '%s'",
+    int rc = tu_sh_out(ports, sizeof ports, "KVT_REDIS_OWNER_PID=%d bash '%s' start 3 1 %d '%s'",
                     (int)getpid(), script, base_port, dir);
     if (rc == 77)
         TU_SKIP("redis-cluster.sh: no redis-server");

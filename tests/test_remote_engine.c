@@ -61,81 +61,6 @@ static void on_signal(int sig)
     raise(sig);
 }
 
-static int port_free(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
-static int pick_base(void)
-{
-    for (int tries = 0; tries < 200; tries++) {
-        int b = 20000 + (int)tu_below(&port_rng, 25000);
-        int ok = 1;
-        for (int i = 0; i < 6 && ok; i++)
-            ok = port_free(b + i) && port_free(b + i + 10000);
-        if (ok)
-            return b;
-    }
-    return -1;
-}
-
-static int sh_out(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int sh_out(char *out, size_t cap, const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    FILE *p = popen(cmd, "r");
-    TU_CHECK(p);
-    size_t n = 0;
-    if (out && cap) {
-        n = fread(out, 1, cap - 1, p);
-        out[n] = 0;
-    } else {
-        char sink[4096];
-        while (fread(sink, 1, sizeof sink, p) > 0)
-            ;
-    }
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* From CLUSTER NODES (asked at `port`): the port of the live master owning `slot`. */
-static int owner_of(int port, unsigned slot)
-{
-    static char buf[16384];
-    if (sh_out(buf, sizeof buf, "redis-cli -p %d cluster nodes", port) != 0)
-        return -1;
-    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
-        char id[64], addr[128], flags[128];
-        int off = 0;
-        if (sscanf(line, "%63s %127s %127s %*s %*s %*s %*s %*s%n", id, addr, flags, &off) < 3)
-            continue;
-        if (!strstr(flags, "master") || strstr(flags, "fail"))
-            continue;
-        char *rest = line + off, *t, *save = NULL;
-        for (t = strtok_r(rest, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
-            unsigned a, b;
-            if (t[0] == '[')
-                continue;
-            int k = sscanf(t, "%u-%u", &a, &b);
-            if (k == 1)
-                b = a;
-            if (k >= 1 && slot >= a && slot <= b)
-                return atoi(strchr(addr, ':') + 1);
-        }
-    }
-    return -1;
-}
-
 /* ---------------------------------------------------------------- engines */
 
 static kvt_engine *open_engine(const char *id, unsigned flags, kvt_ns **ns)
@@ -201,7 +126,7 @@ static void test_open_errors(void)
     kvt_engine *e = NULL;
     TU_CHECK_EQ(kvt_engine_open(o, &e), -EINVAL);
     /* nothing listens there: the engine opens, remote lookups are misses, puts stay local */
-    int port = pick_base();
+    int port = tu_pick_ports(&port_rng, 6);
     char s[64];
     snprintf(s, sizeof s, "127.0.0.1:%d", port);
     TU_CHECK_EQ(kvt_options_set_remote(o, s, "ok", 0), 0);
@@ -265,14 +190,14 @@ int main(void)
         return 1;
     snprintf(dir, sizeof dir, "%s/test_remote_engine.%d", base, (int)getpid());
     snprintf(salt, sizeof salt, "e%d", (int)getpid());
-    base_port = pick_base();
+    base_port = tu_pick_ports(&port_rng, 6);
     TU_CHECK(base_port > 0);
     atexit(stop_cluster);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     uint64_t t0 = util_now_ns();
     char ports[256];
-    int rc = sh_out(ports, sizeof ports, "KVT_REDIS_OWNER_PID=%d bash '%s' start 3 1 %d '%s'",
+    int rc = tu_sh_out(ports, sizeof ports, "KVT_REDIS_OWNER_PID=%d bash '%s' start 3 1 %d '%s'",
                     (int)getpid(), script, base_port, dir);
     if (rc == 77)
         TU_SKIP("redis-cluster.sh: no redis-server");
@@ -339,7 +264,7 @@ int main(void)
 
     /* ---- kill the master of set 1 prompt NP's block 2 mid-run */
     unsigned slot = block_slot(na, NP, 2);
-    int victim = owner_of(base_port + 3, slot);
+    int victim = tu_cluster_owner(base_port + 3, slot, NULL);
     TU_CHECK(victim > 0);
     int alive = victim == base_port ? base_port + 1 : base_port;
     int expect[2 * NP];
@@ -347,7 +272,7 @@ int main(void)
     for (int p = NP; p < 2 * NP; p++) {
         expect[p] = NBLK;
         for (int i = 0; i < NBLK; i++)
-            if (owner_of(alive, block_slot(na, p, (size_t)i)) == victim) {
+            if (tu_cluster_owner(alive, block_slot(na, p, (size_t)i), NULL) == victim) {
                 expect[p] = i;
                 break;
             }

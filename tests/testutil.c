@@ -1,11 +1,16 @@
 /* testutil.c — see testutil.h. */
 #include "testutil.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 uint64_t tu_seed(const char *prog, uint64_t fallback)
@@ -226,4 +231,82 @@ size_t tu_prompt_match_read(kvt_ns *ns, const tu_prompt *p, int *rc_out)
     if (rc_out)
         *rc_out = rc;
     return nb;
+}
+
+/* ---------------------------------------------------------------- loopback clusters */
+
+int tu_port_free(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+int tu_pick_ports(tu_rng *r, int n)
+{
+    for (int tries = 0; tries < 200; tries++) {
+        int b = 20000 + (int)tu_below(r, 25000);
+        int ok = 1;
+        for (int i = 0; i < n && ok; i++)
+            ok = tu_port_free(b + i) && tu_port_free(b + i + 10000);
+        if (ok)
+            return b;
+    }
+    return -1;
+}
+
+int tu_sh_out(char *out, size_t cap, const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    FILE *p = popen(cmd, "r");
+    TU_CHECK(p);
+    size_t n = 0;
+    if (out && cap) {
+        n = fread(out, 1, cap - 1, p);
+        out[n] = 0;
+    } else {
+        char sink[4096];
+        while (fread(sink, 1, sizeof sink, p) > 0)
+            ;
+    }
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int tu_cluster_owner(int port, unsigned slot, char *id_out)
+{
+    static char buf[16384];
+    if (tu_sh_out(buf, sizeof buf, "redis-cli -p %d cluster nodes", port) != 0)
+        return -1;
+    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+        char id[64], addr[128], flags[128];
+        int off = 0;
+        if (sscanf(line, "%63s %127s %127s %*s %*s %*s %*s %*s%n", id, addr, flags, &off) < 3)
+            continue;
+        if (!strstr(flags, "master") || strstr(flags, "fail"))
+            continue;
+        char *rest = line + off, *tok, *save = NULL;
+        for (tok = strtok_r(rest, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+            unsigned a, b;
+            if (tok[0] == '[')
+                continue;
+            int k = sscanf(tok, "%u-%u", &a, &b);
+            if (k == 1)
+                b = a;
+            if (k >= 1 && slot >= a && slot <= b) {
+                if (id_out)
+                    strcpy(id_out, id);
+                return atoi(strchr(addr, ':') + 1);
+            }
+        }
+    }
+    return -1;
 }

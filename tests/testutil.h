@@ -107,4 +107,16 @@ int tu_prompt_put(kvt_ns *ns, const tu_prompt *p, size_t *stored);
 /* Match p, read it block by block (exits on bytes not p's); returns blocks matched, *rc status. */
 size_t tu_prompt_match_read(kvt_ns *ns, const tu_prompt *p, int *rc);
 
+
+/* Loopback ports and local Redis clusters (the remote-tier tests). */
+int tu_port_free(int port);                 /* 1 if 127.0.0.1:port can be bound now */
+int tu_pick_ports(tu_rng *r, int n);        /* base with base..base+n-1 and +10000 (cluster
+                                               bus ports) free, or -1 */
+/* Run a shell command (printf format), its stdout into out[0..cap) (NULL: discarded).
+ * Returns its exit status, -1 if it did not exit normally. */
+int tu_sh_out(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* From CLUSTER NODES asked at `port`: the port of the live master owning `slot` (its node id
+ * into id_out when not NULL), or -1. */
+int tu_cluster_owner(int port, unsigned slot, char *id_out);
+
 #endif
