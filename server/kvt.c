@@ -341,26 +341,35 @@ static void count_lookup(srv_tenant *t, size_t asked, size_t matched)
     atomic_fetch_add_explicit(&t->px_hit_tokens, matched, memory_order_relaxed);
 }
 
+/* The head of KVT.MATCH and KVT.GET: the namespace, the tokens and a leased match. 0, or -1
+ * with the error reply written and nothing left to free. */
+static int leased_match(cmdctx *x, srv_ns **n, uint32_t **tok, size_t *ntok, size_t *matched,
+                        kvt_lease **l)
+{
+    if (!(*n = ns_or_err(x, &x->argv[1])) || !(*tok = tokens_of(x, &x->argv[2], ntok)))
+        return -1;
+    *matched = 0;
+    *l = NULL;
+    int rc = kvt_match((*n)->ns, *tok, *ntok, matched, l);
+    if (rc) {
+        free(*tok);
+        rp_err(x->out, "match failed: %s", kvt_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
 /* KVT.MATCH ns tokens -> {matched_tokens, block_tokens, matched_blocks, tiers, load_plan}
  * A lease is taken to learn each block's tier (so the match counts as a use: LRU, hit
  * counters) and released once the reply is built. */
 void cmd_kvt_match(cmdctx *x)
 {
-    srv_ns *n = ns_or_err(x, &x->argv[1]);
-    if (!n)
+    srv_ns *n;
+    uint32_t *tok;
+    size_t ntok, matched;
+    kvt_lease *l;
+    if (leased_match(x, &n, &tok, &ntok, &matched, &l))
         return;
-    size_t ntok;
-    uint32_t *tok = tokens_of(x, &x->argv[2], &ntok);
-    if (!tok)
-        return;
-    size_t matched = 0;
-    kvt_lease *l = NULL;
-    int rc = kvt_match(n->ns, tok, ntok, &matched, &l);
-    if (rc) {
-        free(tok);
-        rp_err(x->out, "match failed: %s", kvt_strerror(rc));
-        return;
-    }
     uint32_t bt = n->layout.block_tokens;
     size_t whole = ntok - ntok % bt;
     count_lookup(x->t, whole, matched);
@@ -482,21 +491,12 @@ void cmd_kvt_put(cmdctx *x)
  * mistake the shorter prefix for the whole one. */
 void cmd_kvt_get(cmdctx *x)
 {
-    srv_ns *n = ns_or_err(x, &x->argv[1]);
-    if (!n)
+    srv_ns *n;
+    uint32_t *tok;
+    size_t ntok, matched;
+    kvt_lease *l;
+    if (leased_match(x, &n, &tok, &ntok, &matched, &l))
         return;
-    size_t ntok;
-    uint32_t *tok = tokens_of(x, &x->argv[2], &ntok);
-    if (!tok)
-        return;
-    size_t matched = 0;
-    kvt_lease *l = NULL;
-    int rc = kvt_match(n->ns, tok, ntok, &matched, &l);
-    if (rc) {
-        free(tok);
-        rp_err(x->out, "match failed: %s", kvt_strerror(rc));
-        return;
-    }
     uint32_t bt = n->layout.block_tokens;
     size_t mb = matched / bt;
     size_t by_tier[4] = {0};
@@ -540,7 +540,7 @@ void cmd_kvt_get(cmdctx *x)
         return;
     }
     size_t good = 0;
-    rc = 0;
+    int rc = 0;
     for (; good < mb; good++) {
         rc = kvt_read_contig(l, good, 1, buf + good * n->block_bytes, n->block_bytes);
         if (rc)
