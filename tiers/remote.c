@@ -988,46 +988,35 @@ static int check_reqs(const remote_req *reqs, size_t n, int kind)
     return 0;
 }
 
+/* The public batch calls: check, count, run under the context's mutex. */
+static int batch(remote_ctx *r, int op, remote_req *reqs, size_t n, uint64_t ttl_ms,
+                 unsigned flags)
+{
+    int rc = check_reqs(reqs, n, op);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&r->mu);
+    *(op == OP_SET ? &r->st.puts : op == OP_GET ? &r->st.gets : &r->st.dels) += n;
+    rc = run_batch(r, op, reqs, n, ttl_ms, flags);
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
 int remote_put_batch(remote_ctx *r, remote_req *reqs, size_t n, uint64_t ttl_ms, unsigned flags)
 {
     if (!r || (flags & ~REMOTE_PUT_DURABLE))
         return -EINVAL;
-    int rc = check_reqs(reqs, n, OP_SET);
-    if (rc)
-        return rc;
-    pthread_mutex_lock(&r->mu);
-    r->st.puts += n;
-    rc = run_batch(r, OP_SET, reqs, n, ttl_ms, flags);
-    pthread_mutex_unlock(&r->mu);
-    return rc;
+    return batch(r, OP_SET, reqs, n, ttl_ms, flags);
 }
 
 int remote_get_batch(remote_ctx *r, remote_req *reqs, size_t n)
 {
-    if (!r)
-        return -EINVAL;
-    int rc = check_reqs(reqs, n, OP_GET);
-    if (rc)
-        return rc;
-    pthread_mutex_lock(&r->mu);
-    r->st.gets += n;
-    rc = run_batch(r, OP_GET, reqs, n, 0, 0);
-    pthread_mutex_unlock(&r->mu);
-    return rc;
+    return r ? batch(r, OP_GET, reqs, n, 0, 0) : -EINVAL;
 }
 
 int remote_del_batch(remote_ctx *r, remote_req *reqs, size_t n)
 {
-    if (!r)
-        return -EINVAL;
-    int rc = check_reqs(reqs, n, OP_DEL);
-    if (rc)
-        return rc;
-    pthread_mutex_lock(&r->mu);
-    r->st.dels += n;
-    rc = run_batch(r, OP_DEL, reqs, n, 0, 0);
-    pthread_mutex_unlock(&r->mu);
-    return rc;
+    return r ? batch(r, OP_DEL, reqs, n, 0, 0) : -EINVAL;
 }
 
 /* ---------------------------------------------------------------- control commands */
