@@ -57,18 +57,16 @@ done
 ls "$prefix/$libdir"/libkvtier.so.* >/dev/null 2>&1 || fail "no versioned libkvtier.so.N (SONAME)"
 echo "installed: $(cd "$prefix" && find . -type f -not -path './work/*' | sort | tr '\n' ' ')"
 
-# kvtier.pc names the prefix it was configured for (CMAKE_INSTALL_PREFIX, /usr/local) unless
-# it is relocatable (prefix=${pcfiledir}/...). For the scratch install, use a copy whose
-# prefix line points here; every other line is the installed file's. (pkg-config's
-# --define-variable/--define-prefix would also rewrite libxxhash.pc's prefix.)
-pcfile=$prefix/$libdir/pkgconfig/kvtier.pc
+# kvtier.pc must be relocatable (prefix=${pcfiledir}/...): a package unpacked anywhere works.
+# Move the whole installation elsewhere before using it, so a hard-coded prefix would fail.
+pcline=$(grep '^prefix=' "$prefix/$libdir/pkgconfig/kvtier.pc")
+[[ $pcline == 'prefix=${pcfiledir}/'* ]] || fail "kvtier.pc is not relocatable: '$pcline'"
+moved=$build/install-test-moved
+rm -rf "$moved"
+mv "$prefix" "$moved"
+prefix=$moved
+work=$prefix/work
 pcdir=$prefix/$libdir/pkgconfig
-if ! grep -qE "^prefix=(\\\$\{pcfiledir\}|$prefix\$)" "$pcfile"; then
-    echo "note: kvtier.pc has '$(grep '^prefix=' "$pcfile")' (not relocatable); using a copy with prefix=$prefix"
-    pcdir=$work/pkgconfig
-    mkdir -p "$pcdir"
-    sed "s|^prefix=.*|prefix=$prefix|" "$pcfile" >"$pcdir/kvtier.pc"
-fi
 export PKG_CONFIG_PATH=$pcdir
 pc=(pkg-config)
 "${pc[@]}" --exists kvtier || fail "pkg-config does not find kvtier in $PKG_CONFIG_PATH"

@@ -28,6 +28,8 @@ if [ -z "${KVTIER_LIB:-}" ]; then
     echo "test_python: KVTIER_LIB is not set (ctest sets it to the built libkvtier.so)" >&2
     exit 1
 fi
+# Data directories of the tier tests: on the build's disk (O_DIRECT; /tmp may be tmpfs).
+[ -n "${KVT_TEST_DIR:-}" ] && mkdir -p "$KVT_TEST_DIR"
 export PYTHONPATH="$here/python${PYTHONPATH:+:$PYTHONPATH}" PYTHONDONTWRITEBYTECODE=1
 # Small thread pools: CI has 2 cores and ctest runs tests in parallel.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
