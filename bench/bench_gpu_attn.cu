@@ -1,8 +1,11 @@
 /*
- * bench_gpu_attn — paged decode attention read in place (gpu_attn_run) against, in the same
- * run: (1) the HBM copy limit (a 1 GiB device-to-device cudaMemcpy, bytes read + written),
- * (2) gather-then-attend: copy the sequence's paged K/V into contiguous buffers, then attend
- * over them, and (3) the attend step alone on contiguous K/V.
+ * bench_gpu_attn — paged attention read in place (gpu_attn_run, tensor-core kernels: the
+ * plan's default) against, in the same run: (1) the HBM copy limit (a 1 GiB device-to-device
+ * cudaMemcpy, bytes read + written), (2) the CUDA-core kernel (GPU_ATTN_SIMT) on the same
+ * paged K/V, (3) gather-then-attend: copy the sequence's paged K/V into contiguous buffers,
+ * then attend over them, and (4) the attend step alone on contiguous K/V. Decode rows (q 1)
+ * and extend rows (q new tokens per sequence after a cached prefix of L - q; TFLOP/s =
+ * 4*D*Hq*(keys attended, causal) / time).
  *
  *   bench_gpu_attn [--quick] [--reps 20] [--bt 16] [--hq 32] [--hkv 8]
  *
@@ -94,10 +97,83 @@ template <typename F> static stat2 time_us(F f, int reps, cudaStream_t st)
     return s;
 }
 
+/* Per-call time of N = 20 calls issued back to back between two events (median over reps):
+ * the host's launch cost overlaps the previous call, as in a decode step that launches one
+ * layer after another. time_us (events around ONE call) includes it. */
+template <typename F> static double time_b2b_us(F f, int reps, cudaStream_t st)
+{
+    const int n = 20;
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    for (int w = 0; w < 3; w++)
+        f(w);
+    CK(cudaStreamSynchronize(st));
+    double *us = (double *)malloc(reps * sizeof(double));
+    for (int r = 0; r < reps; r++) {
+        CK(cudaEventRecord(a, st));
+        for (int i = 0; i < n; i++)
+            f(r * n + i);
+        CK(cudaEventRecord(b, st));
+        CK(cudaEventSynchronize(b));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, a, b));
+        us[r] = ms * 1e3 / n;
+    }
+    const double med = bu_quantile(us, reps, 0.5);
+    free(us);
+    CK(cudaEventDestroy(a));
+    CK(cudaEventDestroy(b));
+    return med;
+}
+
 static void fill(void *p, size_t n_elems, uint32_t seed, cudaStream_t st)
 {
     fill_kernel<<<1024, 256, 0, st>>>((__nv_bfloat16 *)p, n_elems, seed);
     CK(cudaGetLastError());
+}
+
+/* Time the MMA decode plan of p under forced (splits, cluster, warps); a plan the device
+ * cannot launch (cluster too large) prints "fail". */
+static void sweep_decode(gpu_attn_params p, uint32_t L, int reps, cudaStream_t st)
+{
+    const uint32_t ss[] = {1, 4, 8, 16, 32, 64}, cls[] = {1, 2, 4, 8, 16}, ws[] = {4, 8};
+    const size_t wsb = (size_t)p.num_seqs * p.num_qo_heads * 64 * (p.head_dim + 1) * 4;
+    void *w;
+    CK(cudaMalloc(&w, wsb));
+    for (uint32_t s : ss)
+        for (uint32_t cl : cls)
+            for (uint32_t wp : ws) {
+                if (s % cl || cl > s)
+                    continue;
+                gpu_attn_plan q;
+                if (gpu_attn_plan_make_ex(&p, p.num_seqs, 1, L, s, GPU_ATTN_MMA, &q) ||
+                    q.num_splits != s)
+                    continue;
+                q.cluster = cl;
+                q.warps = wp;
+                q.workspace_bytes = s / cl > 1 ? (size_t)p.num_seqs * p.num_qo_heads * (s / cl) *
+                                                     (p.head_dim + 1) * 4
+                                               : 0;
+                const int rc = gpu_attn_run(&p, &q, w, wsb, st);
+                const cudaError_t e = cudaStreamSynchronize(st);
+                if (rc || e != cudaSuccess) {
+                    cudaGetLastError();
+                    printf("# sweep B=%u L=%u splits=%u cluster=%u warps=%u: fail (%d, %s)\n",
+                           p.num_seqs, L, s, cl, wp, rc, cudaGetErrorString(e));
+                    continue;
+                }
+                const stat2 t = time_us(
+                    [&](int r) {
+                        p.layer = (uint32_t)r % p.layers;
+                        CKR(gpu_attn_run(&p, &q, w, wsb, st));
+                    },
+                    reps, st);
+                printf("# sweep B=%u L=%u splits=%u cluster=%u warps=%u: %.1f us (p99 %.1f)\n",
+                       p.num_seqs, L, s, cl, wp, t.med_us, t.p99_us);
+            }
+    fflush(stdout);
+    CK(cudaFree(w));
 }
 
 struct cfg {
@@ -137,17 +213,19 @@ int main(int argc, char **argv)
     const uint32_t Hq = (uint32_t)bu_opt(argc, argv, "--hq", 32);
     const uint32_t H = (uint32_t)bu_opt(argc, argv, "--hkv", 8), D = 128;
     printf("# Hq=%u Hkv=%u D=%u bf16 block_tokens=%u\n", Hq, H, D, bt);
-    const cfg full[] = {{1, 4096, 1},   {1, 32768, 1}, {8, 4096, 1},  {32, 4096, 1},
-                        {64, 2048, 1},  {128, 1024, 1}, {16, 16384, 1}, {64, 4096, 1},
-                        {1, 4096, 512}, {4, 2048, 128}};
+    const cfg full[] = {{1, 4096, 1},   {1, 32768, 1},  {8, 4096, 1},    {32, 4096, 1},
+                        {64, 2048, 1},  {128, 1024, 1}, {16, 16384, 1},  {64, 4096, 1},
+                        {1, 8704, 512}, {1, 10240, 2048}, {4, 2176, 128}};
     const cfg small[] = {{2, 300, 1}, {1, 200, 17}};
-    const cfg *cs = quick ? small : full;
-    const int ncfg = quick ? 2 : (int)(sizeof full / sizeof full[0]);
+    /* --sweep: the few-sequence decode shapes under every (splits, cluster, warps) */
+    const cfg sweepc[] = {{1, 16, 1}, {1, 4096, 1}, {1, 32768, 1}, {8, 4096, 1}};
+    const bool sweep = bu_flag(argc, argv, "--sweep");
+    const cfg *cs = sweep ? sweepc : quick ? small : full;
+    const int ncfg = sweep ? 4 : quick ? 2 : (int)(sizeof full / sizeof full[0]);
 
-    printf("%-5s %-6s %-4s %4s %8s %8s %8s %7s %8s %7s %9s %7s %6s %6s\n", "B", "L", "q", "spl",
-           "KV_MiB",
-           "paged_us", "p99_us", "TB/s", "contig_us", "TB/s", "gath+att", "TB/s", "vs_g+a",
-           "vs_cp");
+    printf("%-5s %-6s %-4s %4s %3s %2s %8s %8s %8s %7s %7s %8s %8s %7s %9s %7s %6s %6s %7s\n",
+           "B", "L", "q", "spl", "cl", "w", "KV_MiB", "paged_us", "p99_us", "TB/s", "b2b_us",
+           "simt_us", "contig_us", "TB/s", "gath+att", "TB/s", "vs_g+a", "vs_cp", "TFLOP/s");
     for (int ci = 0; ci < ncfg; ci++) {
         const cfg c = cs[ci];
         const uint32_t bps = (c.L + bt - 1) / bt; /* blocks per sequence */
@@ -208,8 +286,9 @@ int main(int argc, char **argv)
         p.kv_indptr = dindptr;
         p.kv_indices = dperm;
         p.kv_lens = dlens;
-        gpu_attn_plan plan;
+        gpu_attn_plan plan, plans;
         CKR(gpu_attn_plan_make(&p, total_q, c.qlen, c.L, 0, &plan));
+        CKR(gpu_attn_plan_make_ex(&p, total_q, c.qlen, c.L, 0, GPU_ATTN_SIMT, &plans));
 
         /* contiguous copy for gather-then-attend: per sequence [L/256 pages][2][256][H][D]
          * with an identity table, one layer */
@@ -240,6 +319,8 @@ int main(int argc, char **argv)
         CKR(gpu_attn_plan_make(&pc, total_q, c.qlen, c.L, 0, &planc));
         size_t wsb = plan.workspace_bytes > planc.workspace_bytes ? plan.workspace_bytes
                                                                   : planc.workspace_bytes;
+        if (plans.workspace_bytes > wsb)
+            wsb = plans.workspace_bytes;
         if (wsb)
             CK(cudaMalloc(&ws, wsb));
         /* gather lists, per layer: K and V page of every table entry -> contiguous slot */
@@ -267,6 +348,18 @@ int main(int argc, char **argv)
                 CKR(gpu_attn_run(&p, &plan, ws, wsb, st));
             },
             reps, st);
+        const double tb = time_b2b_us(
+            [&](int r) {
+                p.layer = (uint32_t)r % layers;
+                CKR(gpu_attn_run(&p, &plan, ws, wsb, st));
+            },
+            reps, st);
+        const stat2 ts = time_us(
+            [&](int r) {
+                p.layer = (uint32_t)r % layers;
+                CKR(gpu_attn_run(&p, &plans, ws, wsb, st));
+            },
+            reps, st);
         const stat2 tc = time_us([&](int) { CKR(gpu_attn_run(&pc, &planc, ws, wsb, st)); }, reps, st);
         const stat2 tg = time_us(
             [&](int r) {
@@ -278,11 +371,20 @@ int main(int argc, char **argv)
             reps, st);
         CK(cudaStreamSynchronize(st));
         CK(cudaGetLastError());
+        if (sweep)
+            sweep_decode(p, c.L, reps, st);
         const double kvb = (double)layer_bytes;
-        printf("%-5u %-6u %-4u %4u %8.1f %8.1f %8.1f %7.2f %8.1f %7.2f %9.1f %7.2f %6.2f %6.2f\n",
-               c.B, c.L, c.qlen, plan.num_splits, kvb / (1 << 20), tp.med_us, tp.p99_us, kvb / (tp.med_us * 1e6),
-               tc.med_us, kvb / (tc.med_us * 1e6), tg.med_us, kvb / (tg.med_us * 1e6),
-               tg.med_us / tp.med_us, kvb / (tp.med_us * 1e6) / copy_tbs);
+        /* keys attended, causal: query i of q sees L - q + i + 1 keys */
+        const double keys = (double)c.B * ((double)c.qlen * (c.L - c.qlen) +
+                                           (double)c.qlen * (c.qlen + 1) / 2);
+        const double tflops = 4.0 * D * Hq * keys / (tp.med_us * 1e6);
+        printf("%-5u %-6u %-4u %4u %3u %2u %8.1f %8.1f %8.1f %7.2f %7.1f %8.1f %8.1f %7.2f %9.1f "
+               "%7.2f %6.2f %6.2f %7.1f\n",
+               c.B, c.L, c.qlen, plan.num_splits, plan.cluster, plan.warps, kvb / (1 << 20),
+               tp.med_us, tp.p99_us, kvb / (tp.med_us * 1e6), tb, ts.med_us, tc.med_us,
+               kvb / (tc.med_us * 1e6),
+               tg.med_us, kvb / (tg.med_us * 1e6), tg.med_us / tp.med_us,
+               kvb / (tp.med_us * 1e6) / copy_tbs, tflops);
         fflush(stdout);
         if (ws)
             CK(cudaFree(ws));
@@ -299,10 +401,13 @@ int main(int argc, char **argv)
         free(perm), free(indptr), free(lens), free(qo), free(ident), free(cindptr), free(gsrc),
             free(gdst);
     }
-    printf("# paged = gpu_attn_run over the random block table (splits chosen by the plan); "
-           "contig = the same kernel over contiguous K/V; gath+att = SM gather of the paged "
-           "K/V into contiguous buffers + contig; TB/s = KV bytes / time; vs_g+a = "
-           "gath+att time / paged time; vs_cp = paged TB/s / HBM copy limit\n");
+    printf("# paged = gpu_attn_run (tensor-core kernels) over the random block table (splits "
+           "cluster and warps chosen by the plan), events around one call; b2b = per call of 20 "
+           "issued back to back; simt = the CUDA-core kernel on the same table; "
+           "contig = the tensor-core kernel over contiguous K/V; gath+att = SM gather of the "
+           "paged K/V into contiguous buffers + contig; TB/s = KV bytes / time; vs_g+a = "
+           "gath+att time / paged time; vs_cp = paged TB/s / HBM copy limit; TFLOP/s = "
+           "4*D*Hq*keys attended / paged time\n");
     CK(cudaStreamDestroy(st));
     return 0;
 }

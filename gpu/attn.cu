@@ -1,9 +1,13 @@
 /*
  * attn.cu — paged attention over the HBM pool (paged.h): batched decode and extend (a chunk
  * of new queries attending causally to a cached paged prefix and to themselves), read from
- * the blocks in place through the block table.
+ * the blocks in place through the block table. This file holds the plan (gpu_attn_plan_make*),
+ * the dispatch (gpu_attn_run), the split-K merge kernel, and the CUDA-core kernel
+ * (GPU_ATTN_SIMT); the tensor-core kernels that run by default (GPU_ATTN_MMA, sm_80+) are in
+ * attn_mma.cu. The CUDA-core kernel is kept as the path for pre-sm_80 GPUs and as a second,
+ * independent implementation that the tests run on every case.
  *
- * One kernel serves both: a CTA owns R query rows that share one KV head: q_tile query tokens
+ * The CUDA-core kernel serves both decode and extend: a CTA owns R query rows that share one KV head: q_tile query tokens
  * x group query heads (decode: 1 token x group heads, R = group; extend: R = 8). Every K/V
  * element it loads is used by all R rows, so a KV head's cache is read once per query tile
  * (GQA costs no extra bytes). Decode with group > 4 splits the group over 2 CTAs (hparts)
@@ -21,7 +25,8 @@
  *
  * Napkin math (Llama-3-8B decode, bf16, D=128, H_kv=8): a token costs 2*8*128*2 = 4 KiB of
  * K/V per layer; B*L = 128k tokens = 512 MiB per layer, 0.18 ms at 2.95 TB/s. FLOPs:
- * 4*group*D per token-head = 2 KiB FLOP per 512 B, far under the FP32 rate per byte.
+ * 4*group*D per token-head = 2 KiB FLOP per 512 B; from group 4 up this kernel is bound by
+ * FP32 issue (0.47-0.51 of the HBM copy limit at group 8), the mma kernel by bytes.
  */
 #include <errno.h>
 #include <math.h>
@@ -31,6 +36,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "gpu/attn_int.h"
 #include "gpu/paged.h"
 
 namespace {
@@ -38,44 +44,9 @@ namespace {
 constexpr int NW = 4; /* warps per CTA */
 constexpr int EXTEND_ROWS = 8;
 
-struct kparams {
-    const void *q;
-    void *out;
-    const void *pool;
-    const int32_t *qo_indptr;
-    const int32_t *kv_indptr;
-    const int32_t *kv_indices;
-    const int32_t *kv_lens;
-    float *tmp_o;   /* [total_q, Hq, splits, D] or NULL (not split) */
-    float *tmp_lse; /* [total_q, Hq, splits] */
-    float qscale;   /* sm_scale * log2(e) */
-    uint32_t Hq, H, G, layers, layer, bt_shift, q_tile, splits, chunk;
-    uint32_t hparts, gpart; /* decode, group > 4: the group's heads in hparts CTAs of gpart */
-};
-
-template <typename T> struct cvt;
-template <> struct cvt<__nv_bfloat16> {
-    static __device__ __forceinline__ float2 to2(uint32_t u)
-    {
-        __nv_bfloat162 h;
-        memcpy(&h, &u, 4);
-        return __bfloat1622float2(h);
-    }
-    static __device__ __forceinline__ __nv_bfloat16 from(float f) { return __float2bfloat16(f); }
-};
-template <> struct cvt<__half> {
-    static __device__ __forceinline__ float2 to2(uint32_t u)
-    {
-        __half2 h;
-        memcpy(&h, &u, 4);
-        return __half22float2(h);
-    }
-    static __device__ __forceinline__ __half from(float f) { return __float2half(f); }
-};
-
 template <typename T> __device__ __forceinline__ void unpack8(const uint4 &u, float f[8])
 {
-    float2 a = cvt<T>::to2(u.x), b = cvt<T>::to2(u.y), c = cvt<T>::to2(u.z), d = cvt<T>::to2(u.w);
+    float2 a = attn_cvt<T>::to2(u.x), b = attn_cvt<T>::to2(u.y), c = attn_cvt<T>::to2(u.z), d = attn_cvt<T>::to2(u.w);
     f[0] = a.x, f[1] = a.y, f[2] = b.x, f[3] = b.y, f[4] = c.x, f[5] = c.y, f[6] = d.x, f[7] = d.y;
 }
 
@@ -84,11 +55,8 @@ __device__ __forceinline__ uint4 ldg16(const void *p)
     return __ldg(reinterpret_cast<const uint4 *>(p));
 }
 
-/* exp2 of a - b where b is the running max; -inf max means "nothing yet" (weights 0). */
-__device__ __forceinline__ float safe_max(float m) { return m == -INFINITY ? 0.0f : m; }
-
 template <typename T, int D, int R, int U>
-__global__ void __launch_bounds__(NW * 32) paged_attn_kernel(const kparams p)
+__global__ void __launch_bounds__(NW * 32) paged_attn_kernel(const attn_kparams p)
 {
     constexpr int LPT = D / 8;
     constexpr int TPW = 32 / LPT;
@@ -202,7 +170,7 @@ __global__ void __launch_bounds__(NW * 32) paged_attn_kernel(const kparams p)
 #pragma unroll
             for (int u = 0; u < U; u++)
                 mx = fmaxf(mx, s[u][r]);
-            const float sc = exp2f(m[r] - safe_max(mx));
+            const float sc = exp2f(m[r] - attn_safe_max(mx));
             m[r] = mx;
             l[r] *= sc;
 #pragma unroll
@@ -215,7 +183,7 @@ __global__ void __launch_bounds__(NW * 32) paged_attn_kernel(const kparams p)
             unpack8<T>(vr[u], v);
 #pragma unroll
             for (int r = 0; r < R; r++) {
-                const float pr = exp2f(s[u][r] - safe_max(m[r]));
+                const float pr = exp2f(s[u][r] - attn_safe_max(m[r]));
                 l[r] += pr;
 #pragma unroll
                 for (int j = 0; j < 8; j++)
@@ -232,7 +200,7 @@ __global__ void __launch_bounds__(NW * 32) paged_attn_kernel(const kparams p)
             const float mo = __shfl_xor_sync(0xffffffffu, m[r], o);
             const float lo = __shfl_xor_sync(0xffffffffu, l[r], o);
             const float mx = fmaxf(m[r], mo);
-            const float a = exp2f(m[r] - safe_max(mx)), b = exp2f(mo - safe_max(mx));
+            const float a = exp2f(m[r] - attn_safe_max(mx)), b = exp2f(mo - attn_safe_max(mx));
             l[r] = l[r] * a + lo * b;
 #pragma unroll
             for (int j = 0; j < 8; j++) {
@@ -268,7 +236,7 @@ __global__ void __launch_bounds__(NW * 32) paged_attn_kernel(const kparams p)
         float lsum = 0.0f, o = 0.0f;
 #pragma unroll
         for (int w = 0; w < NW; w++) {
-            const float f = exp2f(sm_m[w][r] - safe_max(mx));
+            const float f = exp2f(sm_m[w][r] - attn_safe_max(mx));
             lsum += sm_l[w][r] * f;
             o += sm_acc[w][r][d] * f;
         }
@@ -280,7 +248,7 @@ __global__ void __launch_bounds__(NW * 32) paged_attn_kernel(const kparams p)
                 p.tmp_lse[row * p.splits + split] =
                     lsum > 0.0f ? mx + log2f(lsum) : -INFINITY;
         } else {
-            static_cast<T *>(p.out)[row * D + d] = cvt<T>::from(val);
+            static_cast<T *>(p.out)[row * D + d] = attn_cvt<T>::from(val);
         }
     }
 }
@@ -304,7 +272,7 @@ __global__ void __launch_bounds__(256) merge_kernel(const float *tmp_o, const fl
     for (int j = 0; j < PER; j++)
         o[j] = 0.0f;
     for (uint32_t s = 0; s < splits; s++) {
-        const float w = exp2f(lse[s] - safe_max(mx));
+        const float w = exp2f(lse[s] - attn_safe_max(mx));
         if (w == 0.0f)
             continue; /* an empty split: its o may be anything finite, skip reading it */
         wsum += w;
@@ -315,7 +283,7 @@ __global__ void __launch_bounds__(256) merge_kernel(const float *tmp_o, const fl
     }
 #pragma unroll
     for (int j = 0; j < PER; j++)
-        out[(size_t)row * D + lane + 32 * j] = cvt<T>::from(wsum > 0.0f ? o[j] / wsum : 0.0f);
+        out[(size_t)row * D + lane + 32 * j] = attn_cvt<T>::from(wsum > 0.0f ? o[j] / wsum : 0.0f);
 }
 
 int num_sms(void)
@@ -360,7 +328,7 @@ int check_shapes(const gpu_attn_params *p)
 }
 
 template <typename T, int D, int R>
-cudaError_t launch_rows(const kparams &kp, dim3 grid, cudaStream_t st)
+cudaError_t launch_rows(const attn_kparams &kp, dim3 grid, cudaStream_t st)
 {
     constexpr int U = R <= 4 ? 4 : 2;
     paged_attn_kernel<T, D, R, U><<<grid, NW * 32, 0, st>>>(kp);
@@ -368,7 +336,7 @@ cudaError_t launch_rows(const kparams &kp, dim3 grid, cudaStream_t st)
 }
 
 template <typename T, int D>
-cudaError_t launch_t_d(const kparams &kp, uint32_t rows, dim3 grid, cudaStream_t st)
+cudaError_t launch_t_d(const attn_kparams &kp, uint32_t rows, dim3 grid, cudaStream_t st)
 {
     switch (rows) {
     case 1: return launch_rows<T, D, 1>(kp, grid, st);
@@ -383,7 +351,7 @@ cudaError_t launch_t_d(const kparams &kp, uint32_t rows, dim3 grid, cudaStream_t
 }
 
 template <typename T, int D>
-cudaError_t launch_merge(const kparams &kp, uint32_t total_q, cudaStream_t st)
+cudaError_t launch_merge(const attn_kparams &kp, uint32_t total_q, cudaStream_t st)
 {
     const uint32_t rows = total_q * kp.Hq;
     merge_kernel<T, D><<<(rows + 7) / 8, 256, 0, st>>>(kp.tmp_o, kp.tmp_lse,
@@ -432,31 +400,82 @@ int occupancy(kvt_dtype dt, uint32_t D, uint32_t rows)
 
 } // namespace
 
-extern "C" int gpu_attn_plan_make(const gpu_attn_params *p, uint32_t total_q, uint32_t max_q_len,
-                                  uint32_t max_kv_len, uint32_t force_splits, gpu_attn_plan *plan)
+/* Split-K by wave quantisation (FlashAttention-2's heuristic, with the measured number of
+ * resident CTAs): efficiency(s) = waves / ceil(waves), waves = ctas*s / capacity; take the
+ * smallest allowed s within 95% of the best (allowed: s <= step or a multiple of step). The
+ * first SIMT plan (~4 CTAs per SM, ignoring occupancy) gave B=8 L=4k 9 splits = 1.45 waves:
+ * 1.55 TB/s (bench/RESULTS.md). From 4 waves up the tail costs < 20%: no split. */
+static uint32_t pick_splits(uint64_t ctas, double cap, uint32_t kv, uint32_t step)
+{
+    const uint32_t min_chunk = 64;
+    uint32_t smax = (kv + min_chunk - 1) / min_chunk;
+    if (smax > 128)
+        smax = 128;
+    if ((double)ctas >= 4.0 * cap || smax <= 1)
+        return 1;
+    double eff[129], best = 0;
+    for (uint32_t s = 1; s <= smax; s++) {
+        const double waves = (double)ctas * s / cap;
+        eff[s] = (s <= step || s % step == 0) ? waves / ceil(waves) : 0.0;
+        if (eff[s] > best)
+            best = eff[s];
+    }
+    for (uint32_t s = 1; s <= smax; s++)
+        if (eff[s] >= 0.95 * best)
+            return s;
+    return 1;
+}
+
+static int device_has_mma(void)
+{
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+        cudaGetLastError();
+        return -1;
+    }
+    return major >= 8;
+}
+
+extern "C" int gpu_attn_plan_make_ex(const gpu_attn_params *p, uint32_t total_q,
+                                     uint32_t max_q_len, uint32_t max_kv_len,
+                                     uint32_t force_splits, gpu_attn_kernel kernel,
+                                     gpu_attn_plan *plan)
 {
     int rc = check_shapes(p);
     if (rc)
         return rc;
     if (!plan || !total_q || !max_q_len || (!p->qo_indptr && max_q_len != 1) ||
-        (!p->qo_indptr && total_q != p->num_seqs))
+        (!p->qo_indptr && total_q != p->num_seqs) || force_splits > 65535 ||
+        (kernel != GPU_ATTN_AUTO && kernel != GPU_ATTN_SIMT && kernel != GPU_ATTN_MMA))
         return -EINVAL;
     const int sms = num_sms();
-    if (sms <= 0)
+    const int mma_ok = device_has_mma();
+    if (sms <= 0 || mma_ok < 0)
         return -ENODEV;
+    if (kernel == GPU_ATTN_AUTO)
+        kernel = mma_ok ? GPU_ATTN_MMA : GPU_ATTN_SIMT;
+    if (kernel == GPU_ATTN_MMA && !mma_ok)
+        return -EINVAL;
     const uint32_t G = p->num_qo_heads / p->num_kv_heads;
+    const bool mma = kernel == GPU_ATTN_MMA;
     gpu_attn_plan pl = {};
     pl.total_q = total_q;
     pl.max_q_len = max_q_len;
+    pl.kernel = kernel;
+    pl.cluster = 1;
+    pl.hparts = 1;
     if (max_q_len == 1) {
-        /* group > 4: two CTAs of ceil(G/2) heads each read the same K/V (the second read
-         * mostly hits L2: the pair runs in the same wave); at R = 8 one CTA is bound by
-         * its FP32 issue rate (1.47 TB/s at G=8 against 2.6 at G=4, RESULTS_GPU.md) */
+        /* SIMT, group > 4: two CTAs of ceil(G/2) heads each read the same K/V (the second
+         * read mostly hits L2); at R = 8 one CTA is bound by its FP32 issue rate. MMA: the
+         * group is the M rows of one CTA. */
         pl.q_tile = 1;
-        pl.hparts = G > 4 ? 2 : 1;
+        pl.hparts = (!mma && G > 4) ? 2 : 1;
         pl.rows = (G + pl.hparts - 1) / pl.hparts;
+    } else if (mma) {
+        pl.q_tile = ATTN_MMA_EXT_ROWS / G;
+        pl.rows = pl.q_tile * G;
     } else {
-        pl.hparts = 1;
         pl.q_tile = EXTEND_ROWS / G;
         pl.rows = EXTEND_ROWS;
     }
@@ -465,49 +484,80 @@ extern "C" int gpu_attn_plan_make(const gpu_attn_params *p, uint32_t total_q, ui
         return -EINVAL; /* grid.y limit: split the call into smaller query chunks */
     const uint64_t ctas = tiles * p->num_kv_heads * pl.hparts * p->num_seqs;
     const uint32_t kv = max_kv_len ? max_kv_len : 1;
-    const uint32_t min_chunk = 64;
-    uint32_t splits = 1;
-    if (force_splits) {
-        splits = force_splits;
-    } else {
-        /* Split-K by wave quantisation (FlashAttention-2's heuristic, with the measured
-         * number of resident CTAs): efficiency(s) = waves / ceil(waves), waves = ctas*s /
-         * capacity; take the smallest s within 95% of the best. The first plan (~4 CTAs
-         * per SM, ignoring occupancy) gave B=8 L=4k 9 splits = 1.45 waves: 1.55 TB/s
-         * (RESULTS_GPU.md). From 4 waves up the tail costs < 20%: no split. */
-        const int occ = occupancy(p->dtype, p->head_dim, pl.rows);
+    /* MMA decode: splits up to maxc share a cluster and merge in the kernel */
+    /* MMA decode with few (sequence, KV head) pairs (<= 64): CTAs of 8 warps, 1 per SM,
+     * about 64 of them in all (splits = 64 / pairs, merged in one cluster). Measured on the
+     * H100 (bench_gpu_attn --sweep, bench/RESULTS.md): B=1 L=32k 57 us at 8 splits x 8
+     * warps against 70 us at 32 x 4 (256 CTAs, 2 per SM); B=8 L=4k 57 us unsplit x 8 warps
+     * against 68 us at 4 splits x 4 warps. More, smaller CTAs lose to their start-up and
+     * merge. From 64 pairs up: 4 warps, 2 CTAs per SM, splits by wave quantisation. */
+    const bool few = mma && max_q_len == 1 && ctas <= 64;
+    pl.warps = few ? 8 : 4;
+    int maxc = 1; /* MMA decode: splits up to maxc share a cluster and merge in the kernel */
+    if (mma && max_q_len == 1 &&
+        (maxc = attn_mma_max_cluster(p->dtype, p->head_dim, pl.warps)) <= 0)
+        return -ENODEV;
+    uint32_t splits = force_splits;
+    if (!splits && few) {
+        const uint32_t smax = (kv + 63) / 64; /* at least 64 tokens per split */
+        splits = (uint32_t)(64 / ctas);
+        if (splits > (uint32_t)maxc)
+            splits = (uint32_t)maxc;
+        if (splits > smax)
+            splits = smax;
+        if (splits < 1)
+            splits = 1;
+    } else if (!splits) {
+        const int occ = mma ? attn_mma_occupancy(max_q_len == 1, p->dtype, p->head_dim)
+                            : occupancy(p->dtype, p->head_dim, pl.rows);
         if (occ <= 0)
             return -ENODEV;
-        const double cap = (double)sms * occ;
-        uint32_t smax = (kv + min_chunk - 1) / min_chunk;
-        if (smax > 128)
-            smax = 128;
-        if ((double)ctas < 4.0 * cap && smax > 1) {
-            double eff[129], best = 0;
-            for (uint32_t s = 1; s <= smax; s++) {
-                const double waves = (double)ctas * s / cap;
-                eff[s] = waves / ceil(waves);
-                if (eff[s] > best)
-                    best = eff[s];
-            }
-            for (uint32_t s = 1; s <= smax; s++)
-                if (eff[s] >= 0.95 * best) {
-                    splits = s;
-                    break;
-                }
-        }
+        splits = pick_splits(ctas, (double)sms * occ, kv, (uint32_t)maxc);
     }
-    if (splits > 65535)
-        return -EINVAL;
-    /* chunks are rounded to the CTA's step (<= 16 tokens) so splits start aligned; a forced
-     * count keeps its trailing empty splits (tests), a chosen one drops them */
+    /* chunks are rounded to 16 tokens (the MMA decode tile; the SIMT step) so splits start
+     * aligned; a forced count keeps its trailing empty splits (tests), a chosen one drops
+     * them */
     pl.chunk_tokens = splits > 1 ? (((kv + splits - 1) / splits + 15) & ~15u) : kv;
     pl.num_splits = force_splits ? splits : (kv + pl.chunk_tokens - 1) / pl.chunk_tokens;
-    if (pl.num_splits > 1)
-        pl.workspace_bytes = (size_t)total_q * p->num_qo_heads * pl.num_splits *
+    if (maxc > 1 && pl.num_splits > 1) {
+        if (pl.num_splits <= (uint32_t)maxc) {
+            pl.cluster = pl.num_splits;
+        } else {
+            pl.cluster = (uint32_t)maxc;
+            pl.num_splits = (pl.num_splits + maxc - 1) / maxc * maxc; /* empty tail splits */
+        }
+    }
+    const uint32_t partials = pl.num_splits / pl.cluster;
+    if (partials > 1)
+        pl.workspace_bytes = (size_t)total_q * p->num_qo_heads * partials *
                              (p->head_dim + 1) * sizeof(float);
     *plan = pl;
     return 0;
+}
+
+extern "C" int gpu_attn_plan_make(const gpu_attn_params *p, uint32_t total_q, uint32_t max_q_len,
+                                  uint32_t max_kv_len, uint32_t force_splits, gpu_attn_plan *plan)
+{
+    return gpu_attn_plan_make_ex(p, total_q, max_q_len, max_kv_len, force_splits, GPU_ATTN_AUTO,
+                                 plan);
+}
+
+/* The plan's shape fits the call and the kernel. */
+static bool plan_ok(const gpu_attn_params *p, const gpu_attn_plan *pl)
+{
+    const uint32_t G = p->num_qo_heads / p->num_kv_heads;
+    if (!pl->num_splits || !pl->cluster || pl->num_splits % pl->cluster || !pl->q_tile ||
+        (!p->qo_indptr && pl->max_q_len != 1))
+        return false;
+    if (pl->kernel == GPU_ATTN_MMA) {
+        if (pl->max_q_len == 1)
+            return pl->q_tile == 1 && pl->hparts == 1 && pl->cluster <= 16 &&
+                   (pl->warps == 4 || pl->warps == 8);
+        return pl->q_tile == ATTN_MMA_EXT_ROWS / G && pl->hparts == 1 && pl->cluster == 1;
+    }
+    return pl->kernel == GPU_ATTN_SIMT && pl->cluster == 1 && pl->hparts && pl->hparts <= G &&
+           pl->q_tile * ((G + pl->hparts - 1) / pl->hparts) <= pl->rows && pl->rows <= 8 &&
+           (pl->hparts == 1 || pl->q_tile == 1);
 }
 
 extern "C" int gpu_attn_run(const gpu_attn_params *p, const gpu_attn_plan *plan, void *workspace,
@@ -520,19 +570,17 @@ extern "C" int gpu_attn_run(const gpu_attn_params *p, const gpu_attn_plan *plan,
         return -EINVAL;
     if (((uintptr_t)p->q | (uintptr_t)p->out | (uintptr_t)p->pool) & 15)
         return -EINVAL;
-    const uint32_t G = p->num_qo_heads / p->num_kv_heads;
-    if (!plan->hparts || plan->hparts > G ||
-        plan->q_tile * ((G + plan->hparts - 1) / plan->hparts) > plan->rows || plan->rows > 8 ||
-        !plan->num_splits || (plan->hparts > 1 && plan->q_tile != 1) ||
-        (!p->qo_indptr && plan->max_q_len != 1))
+    if (!plan_ok(p, plan))
         return -EINVAL;
-    if (plan->num_splits > 1 && (!workspace || workspace_bytes < plan->workspace_bytes ||
-                                 ((uintptr_t)workspace & 15)))
+    const uint32_t partials = plan->num_splits / plan->cluster;
+    if (partials > 1 && (!workspace || workspace_bytes < plan->workspace_bytes ||
+                         ((uintptr_t)workspace & 15)))
         return -EINVAL;
     if (num_sms() <= 0)
         return -ENODEV;
+    const uint32_t G = p->num_qo_heads / p->num_kv_heads;
 
-    kparams kp = {};
+    attn_kparams kp = {};
     kp.q = p->q;
     kp.out = p->out;
     kp.pool = p->pool;
@@ -549,28 +597,40 @@ extern "C" int gpu_attn_run(const gpu_attn_params *p, const gpu_attn_plan *plan,
     kp.layer = p->layer;
     kp.bt_shift = (uint32_t)ilog2(p->block_tokens);
     kp.q_tile = plan->q_tile;
-    kp.splits = plan->num_splits;
+    kp.splits = partials;
+    kp.cluster = plan->cluster;
+    kp.warps = plan->warps;
     kp.chunk = plan->chunk_tokens;
     const float scale = p->sm_scale != 0.0f ? p->sm_scale : 1.0f / sqrtf((float)p->head_dim);
     kp.qscale = scale * 1.4426950408889634f;
-    if (plan->num_splits > 1) {
+    if (partials > 1) {
         kp.tmp_o = static_cast<float *>(workspace);
-        kp.tmp_lse = kp.tmp_o + (size_t)plan->total_q * p->num_qo_heads * plan->num_splits *
+        kp.tmp_lse = kp.tmp_o + (size_t)plan->total_q * p->num_qo_heads * partials *
                                     p->head_dim;
     }
     const uint32_t tiles = (plan->max_q_len + plan->q_tile - 1) / plan->q_tile;
-    dim3 grid(plan->num_splits, tiles * p->num_kv_heads * plan->hparts, p->num_seqs);
     cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
     cudaError_t e;
     const bool bf = p->dtype == KVT_DTYPE_BF16;
-    const uint32_t rows = plan->rows;
-    if (p->head_dim == 128)
-        e = bf ? launch_t_d<__nv_bfloat16, 128>(kp, rows, grid, st)
-               : launch_t_d<__half, 128>(kp, rows, grid, st);
-    else
-        e = bf ? launch_t_d<__nv_bfloat16, 64>(kp, rows, grid, st)
-               : launch_t_d<__half, 64>(kp, rows, grid, st);
-    if (e == cudaSuccess && plan->num_splits > 1) {
+    if (plan->kernel == GPU_ATTN_MMA) {
+        if (plan->max_q_len == 1)
+            e = attn_mma_decode_launch(kp, p->dtype, p->head_dim,
+                                       dim3(plan->num_splits, p->num_kv_heads, p->num_seqs), st);
+        else
+            e = attn_mma_extend_launch(kp, p->dtype, p->head_dim,
+                                       dim3(plan->num_splits, tiles * p->num_kv_heads, p->num_seqs),
+                                       st);
+    } else {
+        dim3 grid(plan->num_splits, tiles * p->num_kv_heads * plan->hparts, p->num_seqs);
+        const uint32_t rows = plan->rows;
+        if (p->head_dim == 128)
+            e = bf ? launch_t_d<__nv_bfloat16, 128>(kp, rows, grid, st)
+                   : launch_t_d<__half, 128>(kp, rows, grid, st);
+        else
+            e = bf ? launch_t_d<__nv_bfloat16, 64>(kp, rows, grid, st)
+                   : launch_t_d<__half, 64>(kp, rows, grid, st);
+    }
+    if (e == cudaSuccess && partials > 1) {
         if (p->head_dim == 128)
             e = bf ? launch_merge<__nv_bfloat16, 128>(kp, plan->total_q, st)
                    : launch_merge<__half, 128>(kp, plan->total_q, st);

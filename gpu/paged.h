@@ -192,21 +192,48 @@ typedef struct gpu_attn_params {
     const int32_t *kv_lens;
 } gpu_attn_params;
 
-/** The host-side plan: grid shape and split-K, computed from scalars only. */
+/**
+ * Which kernels run a call.
+ * GPU_ATTN_MMA: tensor cores (mma.sync m16n8k16, bf16/fp16 operands, fp32 accumulation;
+ *   sm_80 and newer), K/V tiles streamed into shared memory by cp.async. Decode: the GQA
+ *   group's query heads are the mma's M rows, 16-key tiles per warp; split-K CTAs of one
+ *   cluster (sm_90, up to 16) merge in the kernel, so a call whose splits fit one cluster is
+ *   one launch. Extend: FlashAttention-2 tiles of 64 query rows (tokens x group heads) x 64
+ *   keys, causal mask on the diagonal tiles only. Covers every configuration below.
+ * GPU_ATTN_SIMT: the CUDA-core kernel (fp32 FMAs, 16-byte loads straight from the pool);
+ *   kept as the reference implementation on the GPU and for GPUs older than sm_80.
+ * GPU_ATTN_AUTO: MMA on sm_80 and newer, else SIMT.
+ */
+typedef enum gpu_attn_kernel {
+    GPU_ATTN_AUTO = 0,
+    GPU_ATTN_SIMT = 1,
+    GPU_ATTN_MMA = 2,
+} gpu_attn_kernel;
+
+/** The host-side plan: kernel, grid shape and split-K, computed from scalars only. */
 typedef struct gpu_attn_plan {
     uint32_t total_q;        /**< rows of q (num_seqs for decode) */
     uint32_t max_q_len;      /**< longest q_len (1 for decode) */
     uint32_t q_tile;         /**< query tokens per CTA */
-    uint32_t hparts;         /**< CTAs sharing one KV head's query heads (decode, group>4: 2) */
+    uint32_t hparts;         /**< CTAs sharing one KV head's query heads (SIMT decode, group>4: 2) */
     uint32_t rows;           /**< query rows per CTA: q_tile * ceil(group / hparts) */
     uint32_t num_splits;     /**< split-K factor: CTAs per (query tile, kv head) */
     uint32_t chunk_tokens;   /**< cache tokens per split */
-    size_t workspace_bytes;  /**< device scratch gpu_attn_run needs (0 when not split) */
+    uint32_t kernel;         /**< GPU_ATTN_SIMT or GPU_ATTN_MMA */
+    uint32_t cluster;        /**< splits merged inside the kernel (MMA decode; else 1); the
+                                  workspace holds num_splits / cluster partials per row */
+    uint32_t warps;          /**< warps per CTA of the MMA decode kernel: 8 (one CTA per
+                                  SM) for <= 64 (sequence, KV head) pairs, else 4 */
+    size_t workspace_bytes;  /**< device scratch gpu_attn_run needs (0 when not split, or when
+                                  every split is merged in its cluster) */
 } gpu_attn_plan;
 
 /**
- * Plan a call. Split-K is chosen so that (tiles x kv_heads x splits) fills the GPU about 4
- * CTAs per SM, with at least 128 cache tokens per split.
+ * Plan a call (kernel GPU_ATTN_AUTO). MMA decode with at most 64 (sequence, KV head) pairs:
+ * 8-warp CTAs, 64 / pairs splits (at least 64 cache tokens each) merged in one cluster, i.e.
+ * one launch; otherwise split-K by wave quantisation against the kernel's measured resident
+ * CTAs per SM (MMA decode: splits beyond the largest cluster come in multiples of it and
+ * their clusters' partials are merged by a second kernel through the workspace).
  * @param[in]  p            the call (pointers are not read; only shapes).
  * @param[in]  total_q      rows of q.
  * @param[in]  max_q_len    longest q_len over the sequences (1 for decode).
@@ -218,6 +245,11 @@ typedef struct gpu_attn_plan {
  */
 int gpu_attn_plan_make(const gpu_attn_params *p, uint32_t total_q, uint32_t max_q_len,
                        uint32_t max_kv_len, uint32_t force_splits, gpu_attn_plan *plan);
+/** gpu_attn_plan_make with the kernel chosen by the caller (tests, benchmarks); the same
+ *  errors, and -EINVAL for GPU_ATTN_MMA on a GPU older than sm_80. */
+int gpu_attn_plan_make_ex(const gpu_attn_params *p, uint32_t total_q, uint32_t max_q_len,
+                          uint32_t max_kv_len, uint32_t force_splits, gpu_attn_kernel kernel,
+                          gpu_attn_plan *plan);
 
 /**
  * Launch the paged attention kernel (and, when split, the merge kernel) on stream.

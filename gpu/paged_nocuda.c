@@ -71,6 +71,14 @@ int gpu_attn_plan_make(const gpu_attn_params *p, uint32_t total_q, uint32_t max_
     (void)p, (void)total_q, (void)max_q_len, (void)max_kv_len, (void)force_splits, (void)plan;
     return -ENODEV;
 }
+int gpu_attn_plan_make_ex(const gpu_attn_params *p, uint32_t total_q, uint32_t max_q_len,
+                          uint32_t max_kv_len, uint32_t force_splits, gpu_attn_kernel kernel,
+                          gpu_attn_plan *plan)
+{
+    (void)p, (void)total_q, (void)max_q_len, (void)max_kv_len, (void)force_splits, (void)kernel;
+    (void)plan;
+    return -ENODEV;
+}
 int gpu_attn_run(const gpu_attn_params *p, const gpu_attn_plan *plan, void *workspace,
                  size_t workspace_bytes, struct CUstream_st *stream)
 {

@@ -1,9 +1,14 @@
 // ctest: labels=gpu timeout=600
 /*
- * test_gpu_attn — paged attention kernels (gpu/attn.cu) against the float64 CPU reference
- * (gpu/attn_ref.c), on fresh random data for every case:
- *   decode: bf16/fp16 x head_dim 64/128 x group 1..8 x block_tokens 16/64/256, sequence
- *           lengths 1, 17, 54, 97, 1000+r and a random one, split-K auto / 1 / 5;
+ * test_gpu_attn — paged attention kernels (gpu/attn.cu: CUDA cores; gpu/attn_mma.cu: tensor
+ * cores) against the float64 CPU reference (gpu/attn_ref.c), on fresh random data for every
+ * case, each case run by BOTH kernels (GPU_ATTN_SIMT and GPU_ATTN_MMA, forced; MMA decode
+ * plans with 8 warps per CTA are rerun with 4, the variant the plan takes for > 64
+ * (sequence, KV head) pairs, which a 10-sequence x 8-KV-head case also takes by itself):
+ *   decode: bf16/fp16 x head_dim 64/128 x group 1..8 x block_tokens 8/16/64/256, sequence
+ *           lengths 1, 17, 54, 97, 1000+r and a random one, split-K auto / 1 / 5 / 37 (MMA:
+ *           5 = one cluster merged in the kernel; 37 = clusters + workspace + merge kernel);
+ *           also through qo_indptr with q_len 0 or 1 per sequence;
  *   extend: the same dtypes, dims and groups, block_tokens 16/256, (prefix, new) pairs
  *           (0,1) (0,17) (17,54) (97,97) (1000+r,33) (r,7), split-K auto / 1 / 3.
  * Block tables are random permutations of a pool with spare blocks; the layer is random.
@@ -36,8 +41,8 @@ extern "C" {
     } while (0)
 
 static tu_rng rng;
-static double worst_rel = 0;
-static int cases = 0;
+static double worst_rel[3];
+static int cases[3];
 static uint32_t g_kv_heads = 2;
 
 static float frand(float lo, float hi)
@@ -59,6 +64,7 @@ struct seqspec {
 };
 
 /* One call: build a pool, block tables, q; run for each split setting; compare. */
+/* extend: pass qo_indptr (q_len per sequence from ss); a max q_len of 1 plans a decode */
 static void run_case(kvt_dtype dt, uint32_t D, uint32_t G, uint32_t bt, const seqspec *ss,
                      int nseq, bool extend, const uint32_t *splits, int nsplits)
 {
@@ -144,10 +150,19 @@ static void run_case(kvt_dtype dt, uint32_t D, uint32_t G, uint32_t bt, const se
     p.kv_indices = dperm;
     p.kv_lens = dlens;
 
-    for (int si = 0; si < nsplits; si++) {
+    /* per split setting: MMA as planned; MMA decode planned with 8 warps per CTA rerun with
+     * 4 (the many-sequence variant, same splits and cluster); SIMT */
+    for (int run = 0; run < 3 * nsplits; run++) {
+        const int si = run / 3, variant = run % 3;
+        const gpu_attn_kernel kern = variant == 2 ? GPU_ATTN_SIMT : GPU_ATTN_MMA;
         gpu_attn_plan plan;
-        TU_CHECK_EQ(gpu_attn_plan_make(&p, total_q, extend ? max_q : 1, max_kv, splits[si], &plan),
-                    0);
+        TU_CHECK_EQ(gpu_attn_plan_make_ex(&p, total_q, max_q, max_kv, splits[si], kern, &plan), 0);
+        TU_CHECK_EQ(plan.kernel, (uint32_t)kern);
+        if (variant == 1) {
+            if (kern != GPU_ATTN_MMA || max_q != 1 || plan.warps != 8)
+                continue;
+            plan.warps = 4;
+        }
         void *ws = NULL;
         if (plan.workspace_bytes) {
             CK(cudaMalloc(&ws, plan.workspace_bytes));
@@ -181,15 +196,16 @@ static void run_case(kvt_dtype dt, uint32_t D, uint32_t G, uint32_t bt, const se
         const bool same = memcmp(hout, hout2, q_n * 2) == 0;
         if (unwritten || !(rel <= 1e-2) || !same) {
             fprintf(stderr,
-                    "FAIL %s %s D=%u G=%u bt=%u splits=%u(plan %u, chunk %u) layer=%u: rel=%.3g "
-                    "unwritten=%zu rerun_same=%d\n",
-                    extend ? "extend" : "decode", dt == KVT_DTYPE_BF16 ? "bf16" : "fp16", D, G, bt,
-                    splits[si], plan.num_splits, plan.chunk_tokens, layer, rel, unwritten, same);
+                    "FAIL %s %s %s D=%u G=%u bt=%u splits=%u(plan %u, cluster %u, warps %u, "
+                    "chunk %u) layer=%u: rel=%.3g unwritten=%zu rerun_same=%d\n",
+                    kern == GPU_ATTN_MMA ? "mma" : "simt", extend ? "extend" : "decode",
+                    dt == KVT_DTYPE_BF16 ? "bf16" : "fp16", D, G, bt, splits[si], plan.num_splits,
+                    plan.cluster, plan.warps, plan.chunk_tokens, layer, rel, unwritten, same);
             exit(1);
         }
-        if (rel > worst_rel)
-            worst_rel = rel;
-        cases++;
+        if (rel > worst_rel[kern])
+            worst_rel[kern] = rel;
+        cases[kern]++;
         if (ws)
             CK(cudaFree(ws));
     }
@@ -244,20 +260,25 @@ int main(void)
 
     const kvt_dtype dts[2] = {KVT_DTYPE_BF16, KVT_DTYPE_FP16};
     const uint32_t dims[2] = {64, 128};
-    const uint32_t bts[3] = {16, 64, 256};
-    const uint32_t dec_splits[3] = {0, 1, 5}, ext_splits[3] = {0, 1, 3};
+    const uint32_t bts[4] = {16, 64, 256, 8};
+    const uint32_t dec_splits[4] = {0, 1, 5, 37}, ext_splits[3] = {0, 1, 3};
     const uint32_t quick_groups[3] = {1, 3, 8};
     for (int di = 0; di < 2; di++)
         for (int hi = 0; hi < 2; hi++)
             for (uint32_t gi = 0; gi < (quick ? 3u : 8u); gi++) {
                 const uint32_t G = quick ? quick_groups[gi] : gi + 1;
-                for (int bi = 0; bi < (quick ? 1 : 3); bi++) {
+                for (int bi = 0; bi < (quick ? 1 : 4); bi++) {
                     const uint32_t bt = quick ? bts[gi % 3] : bts[bi];
                     seqspec dec[6] = {{0, 1},   {16, 1},  {53, 1},
                                       {96, 1},  {999 + (int)tu_below(&rng, 200), 1},
                                       {(int)tu_below(&rng, quick ? 600 : 3000), 1}};
-                    run_case(dts[di], dims[hi], G, bt, dec, 6, false, dec_splits, 3);
+                    run_case(dts[di], dims[hi], G, bt, dec, 6, false, dec_splits, 4);
                 }
+                /* decode through qo_indptr: q_len 1 or 0 per sequence */
+                seqspec dq[4] = {{0, 1}, {(int)tu_below(&rng, 700), 0}, {16, 1},
+                                 {300 + (int)tu_below(&rng, 900), 1}};
+                run_case(dts[di], dims[hi], G, quick ? 16 : bts[gi % 4], dq, 4, true, dec_splits,
+                         4);
                 for (int bi = 0; bi < (quick ? 1 : 2); bi++) {
                     const uint32_t bt = bi ? 256 : 16;
                     seqspec ext[6] = {{0, 1},   {0, 17},  {17, 54}, {97, 97},
@@ -266,13 +287,30 @@ int main(void)
                     run_case(dts[di], dims[hi], G, bt, ext, 6, true, ext_splits, 3);
                 }
             }
+    {
+        /* many (sequence, KV head) pairs (10 x 8 = 80 > 64): the plan's 4-warp MMA decode */
+        seqspec many[10];
+        for (int i = 0; i < 10; i++)
+            many[i] = {(int)tu_below(&rng, quick ? 100 : 2500), 1};
+        g_kv_heads = 8;
+        for (int di = 0; di < (quick ? 1 : 2); di++)
+            for (int hi = quick ? 1 : 0; hi < 2; hi++)
+                run_case(dts[di], dims[hi], hi ? 4 : 1, hi ? 16 : 64, many, 10, false,
+                         dec_splits, 4);
+        g_kv_heads = 2;
+    }
     if (!quick) {
         /* Llama-3-8B shape: 32 q heads over 8 KV heads, long contexts, few sequences */
         seqspec big[3] = {{8191, 1}, {4095, 1}, {1, 1}};
         g_kv_heads = 8;
-        run_case(KVT_DTYPE_BF16, 128, 4, 16, big, 3, false, dec_splits, 3);
+        run_case(KVT_DTYPE_BF16, 128, 4, 16, big, 3, false, dec_splits, 4);
+        /* extend, Llama-3-8B shape: 2 sequences with long prefixes and 300+ new tokens */
+        seqspec ebig[2] = {{4000 + (int)tu_below(&rng, 100), 300}, {777, 129}};
+        run_case(KVT_DTYPE_BF16, 128, 4, 16, ebig, 2, true, ext_splits, 3);
     }
-    printf("test_gpu_attn: %d runs passed, worst rel error %.3g (limit 1e-2)\n", cases,
-           worst_rel);
+    printf("test_gpu_attn: %d mma runs passed (worst rel error %.3g), %d simt runs passed "
+           "(worst %.3g); limit 1e-2\n",
+           cases[GPU_ATTN_MMA], worst_rel[GPU_ATTN_MMA], cases[GPU_ATTN_SIMT],
+           worst_rel[GPU_ATTN_SIMT]);
     return 0;
 }
