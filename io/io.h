@@ -56,6 +56,7 @@
 #define IO_MAX_LEN 0x7ffff000u     /* largest request, bytes (what one read(2) can move) */
 #define IO_MAX_QD 4096u            /* largest queue depth */
 #define IO_MAX_RETRIES 8u          /* -EAGAIN/-EINTR retries per request before giving up */
+#define IO_HUGE_BYTES (2u << 20)   /* io_buf_alloc: huge-page alignment from this size up */
 
 enum { IO_OP_READ = 0, IO_OP_WRITE = 1 };
 enum { IO_BACKEND_URING = 1, IO_BACKEND_POOL = 2 };
@@ -180,7 +181,11 @@ int io_file_open(const char *path, int flags, unsigned mode, int want_direct, in
 int io_sync_rw(const io_req *r, io_fault_fn fault, void *fault_arg, uint64_t seq);
 
 /* IO_ALIGN-aligned buffer of `bytes` from util_malloc (OOM injection applies); NULL on
- * failure. Free with io_buf_free (NULL is a no-op). */
+ * failure. Free with io_buf_free (NULL is a no-op). From IO_HUGE_BYTES up it is 2 MiB-aligned
+ * and madvise(MADV_HUGEPAGE)d: with transparent huge pages (enabled "always" or "madvise")
+ * each 2 MiB of it is one physically contiguous page, so an O_DIRECT request of <= 2 MiB
+ * is one device request rather than several (measured: 2 MiB reads on the dev VM's virtio
+ * disk, bench/RESULTS.md "Storage tiers"). */
 void *io_buf_alloc(size_t bytes);
 void io_buf_free(void *p);
 

@@ -416,6 +416,48 @@ static void test_log(int have_uring)
     TU_CHECK_EQ(fallback_lines, have_uring ? 1 : 0);
 }
 
+/* io_buf_alloc: IO_ALIGN below IO_HUGE_BYTES; from there a 2 MiB boundary and, where the
+ * kernel has transparent huge pages, a mapping the kernel may back with them (smaps says
+ * "THPeligible: 1" for the advised range). */
+static void test_buf_align(void)
+{
+    void *small = io_buf_alloc(IO_HUGE_BYTES - IO_ALIGN);
+    void *big = io_buf_alloc(3 * IO_HUGE_BYTES + 8192);
+    TU_CHECK(small && big);
+    TU_CHECK((uintptr_t)small % IO_ALIGN == 0);
+    TU_CHECK((uintptr_t)big % IO_HUGE_BYTES == 0);
+    memset(big, 0x5a, 3 * IO_HUGE_BYTES + 8192);
+    char thp[128] = "";
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (f) {
+        if (!fgets(thp, sizeof thp, f))
+            thp[0] = 0;
+        fclose(f);
+    }
+    if (thp[0] && !strstr(thp, "[never]")) {
+        f = fopen("/proc/self/smaps", "r");
+        TU_CHECK(f);
+        char line[512];
+        int in = 0, eligible = -1;
+        while (fgets(line, sizeof line, f)) {
+            unsigned long lo, hi;
+            char perm[8];
+            if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perm) == 3) { /* a mapping's header */
+                in = (uintptr_t)big >= lo && (uintptr_t)big < hi;
+                continue;
+            }
+            if (in && sscanf(line, "THPeligible: %d", &eligible) == 1)
+                break;
+        }
+        fclose(f);
+        TU_CHECK_EQ(eligible, 1);
+    }
+    printf("test_io: big buffers 2 MiB-aligned, THP %s\n",
+           thp[0] && !strstr(thp, "[never]") ? "advised (eligible)" : "off in this kernel");
+    io_buf_free(small);
+    io_buf_free(big);
+}
+
 static void cleanup(void)
 {
     const char *names[] = {"rt", "async", "faults", "bw"};
@@ -444,6 +486,7 @@ int main(void)
            direct ? "yes" : "no");
 
     test_log(have_uring);
+    test_buf_align();
     for (int pool = have_uring ? 0 : 1; pool <= 1; pool++) {
         printf("test_io: backend %s\n", pool ? "pool" : "io_uring");
         test_roundtrip(pool);
