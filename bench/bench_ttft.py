@@ -28,8 +28,12 @@ median of --reps runs after --warmup):
                 only on nvme; kvt_lease_block_tier is checked to report NVME for all blocks
                 before the timed run; then kvt_match, 16 threads kvt_read_contig (O_DIRECT
                 reads, checksum-verified) into pinned memory, chunked H2D, suffix prefill
-Then checks that greedy generation with the cached prefix gives the same tokens, and logits
-within bf16 tolerance, as generation without it.
+Then checks equality: (1) every kvtier path against the same two-step prefill through a
+DynamicCache without kvtier (bit-identical logits required); (2) greedy generation with the
+cached prefix against generation without the cache (one 8,256-token prefill), with PyTorch's
+default kernels (reported: cuBLAS rounds the 64-row suffix differently from the same rows of the
+one-shot prefill) and under batch-invariant kernels (bench/batch_invariant.py; tokens and logits
+of every step bit-identical required).
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ def parse():
                    help="initializer_range of the random model (HF default 0.02 gives nearly flat logits)")
     p.add_argument("--ctas", type=int, nargs="+", default=[16],
                    help="CTAs of the direct gather kernel, one row each (0: 2 per SM)")
+    p.add_argument("--no-invariant", action="store_true",
+                   help="skip the comparison under batch-invariant kernels (bench/batch_invariant.py)")
     p.add_argument("--json", default=None, help="write the figures here")
     p.add_argument("--quick", action="store_true", help="a 2-layer model, 1k prefix (smoke test)")
     a = p.parse_args()
@@ -141,7 +147,7 @@ def main():
     lay = kvtier.Layout.from_model_config(cfg, dtype=torch.bfloat16, block_tokens=a.block_tokens)
     prefix_bytes = a.prefix * lay.bytes_per_token
     hbm_bytes = int(prefix_bytes * 1.1)
-    cache = kvtier.Cache(dram_bytes=int(prefix_bytes * 1.5) + (64 << 20), hbm_bytes=hbm_bytes, hbm_required=True)
+    cache = kvtier.Cache(dram_bytes=int(prefix_bytes * 2.6) + (64 << 20), hbm_bytes=hbm_bytes, hbm_required=True)
     ns = cache.namespace(f"llama3-8b-shape-random-seed{a.seed}", lay)
     print(f"kv: {lay.bytes_per_token // 1024} KiB/token, block {lay.block_bytes >> 20} MiB, prefix "
           f"{prefix_bytes / 2**30:.2f} GiB; kvtier features {kvtier.features()}", flush=True)
@@ -167,6 +173,25 @@ def main():
         med, worst, _ = timed(first_token_recompute, a.warmup, a.reps)
     rows.append(("recompute", a.prefix + a.suffix, med, worst, None, ""))
     print(f"recompute done: {med * 1e3:.1f} ms", flush=True)
+
+    # The floor of every cached path: the prefix's K/V already in GPU memory (a DynamicCache
+    # filled by a prefill of the prefix), only the suffix prefilled; the cache is cropped back
+    # to the prefix after each run.
+    with torch.no_grad():
+        floor_pkv = new_dynamic_cache(model)
+        model(input_ids=ids[:, : a.prefix], past_key_values=floor_pkv, use_cache=True, logits_to_keep=1)
+
+        def suffix_only():
+            out = model(input_ids=ids[:, a.prefix:], past_key_values=floor_pkv, use_cache=True, logits_to_keep=1)
+            tok = int(out.logits[0, -1].argmax())
+            floor_pkv.crop(-a.suffix)
+            return tok
+
+        med, worst, _ = timed(suffix_only, a.warmup, a.reps)
+    del floor_pkv
+    rows.append(("KV on GPU (floor)", a.suffix, med, worst, None,
+                 "the suffix's prefill alone, prefix K/V already in GPU memory: no cached path can beat it"))
+    print(f"floor done: {med * 1e3:.1f} ms", flush=True)
 
     # Store the prefix once (the store path: GPU -> pinned -> kvt_put), measured once.
     store_pc = PrefixCache(model, cache, ns, threads=16)
@@ -424,6 +449,32 @@ def main():
     top2 = lr[0, 0].topk(2).values
     margin = float(top2[0] - top2[1])
 
+    # The same comparison under batch-invariant kernels (bench/batch_invariant.py): matrix products
+    # and row means whose rounding does not depend on the number of rows, SDPA's math backend. The
+    # prefix is stored again under this mode, in its own namespace, so the cached blocks and the
+    # one-shot prefill come from the same kernels. Here any difference is the cache's: the tokens
+    # and the logits of every step must be bit-identical.
+    inv = None
+    if not a.no_invariant:
+        from batch_invariant import batch_invariant
+        ns_inv = cache.namespace(f"llama3-8b-shape-random-seed{a.seed}-invariant", lay)
+        t0 = time.perf_counter()
+        with torch.no_grad(), batch_invariant():
+            pci = PrefixCache(model, cache, ns_inv, threads=16)
+            pci.prefill(prefix.to(dev))
+            assert ns_inv.match(ids[0, : a.prefix]) == a.prefix
+            ref_i = model.generate(ids, **gen)
+            got_i = pci.generate(ids, store=False, **gen)
+        assert pci.last.cached_tokens == a.prefix
+        li_r = torch.stack([x.float() for x in ref_i.logits])
+        li_g = torch.stack([x.float() for x in got_i.logits])
+        inv = dict(tokens_identical=bool(torch.equal(ref_i.sequences, got_i.sequences)),
+                   logits_bit_identical=bool(torch.equal(li_r, li_g)),
+                   logits_maxabs=float((li_r - li_g).abs().max()),
+                   same_prefix_tokens=int((ref_i.sequences[0, ids.shape[1]:] ==
+                                           got_i.sequences[0, ids.shape[1]:]).cumprod(0).sum()),
+                   secs=time.perf_counter() - t0)
+
     base = rows[0][2]
     print()
     print(f"TTFT, prompt {a.prefix}+{a.suffix} tokens, Llama-3-8B shape bf16, batch 1 "
@@ -444,22 +495,30 @@ def main():
               f"hbm gather_layer {eq('hbm')}; nvme {eq('nvme')}")
     print(f"greedy {a.new_tokens} tokens with vs without the cached prefix: tokens "
           f"{'IDENTICAL' if same else f'differ after {n_same}'}; logits rel. error first step {first_rel:.2e}, "
-          f"over {k} steps {rel:.2e} (max abs {maxabs:.3f}); first-step top-2 margin {margin:.3f}")
+          f"over {k} steps {rel:.2e} (max abs {maxabs:.3f}); first-step top-2 margin {margin:.3f} "
+          f"(default kernels: cuBLAS picks other GEMM kernels for the 64-row suffix than for the "
+          f"8,256-row one-shot prefill; see bench/batch_invariant.py)")
+    if inv:
+        print(f"greedy {a.new_tokens} tokens with vs without the cached prefix, batch-invariant kernels: tokens "
+              f"{'IDENTICAL' if inv['tokens_identical'] else 'differ after %d' % inv['same_prefix_tokens']}; "
+              f"logits of every step {'BIT-IDENTICAL' if inv['logits_bit_identical'] else 'differ, max abs %.3g' % inv['logits_maxabs']}"
+              f" ({inv['secs']:.1f} s)")
     res = dict(args=vars(a), commit=commit, gpu=torch.cuda.get_device_name(), rows=[
         dict(name=r[0], computed=r[1], ttft_ms=r[2] * 1e3, max_ms=r[3] * 1e3,
              load_ms=None if r[4] is None else r[4] * 1e3, speedup=base / r[2]) for r in rows],
         h2d_gbs=prefix_bytes / h2d / 1e9, tokens_identical=same, same_prefix_tokens=n_same,
         logits_rel_first=first_rel, logits_rel=rel, logits_maxabs=maxabs, top2_margin=margin,
         nvme=nvme_note, nvme_info=nvme_info, nvme_store_s=nvme_store_s, nvme_fs=fs, like_for_like=like,
-        init_range=a.init_range)
+        init_range=a.init_range, invariant=inv)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)
-    # Tolerance for the full-prefill comparison (different GEMM shapes, bf16 rounding): the
-    # first token identical and the first step's logits within 1e-1 relative (measured
-    # 5.5e-2 on the H100 with init range 0.05); the like-for-like check must be bit-exact.
-    ok = (same or (n_same >= 1 and first_rel < 1e-1)) and (not like or all(
-        like[k + "_bit_identical"] for k in ("direct", "pycopy", "hbm", "hbmtable", "nvme")))
+    # Pass: every kvtier path bit-identical to the same two-step prefill without kvtier, and, under
+    # batch-invariant kernels, greedy tokens and logits bit-identical to generation without the
+    # cache. With the default kernels the comparison is reported, not judged: its differences
+    # come from cuBLAS's shape-dependent kernels (bench/parity_probe.py measures them).
+    ok = (not like or all(like[k + "_bit_identical"] for k in ("direct", "pycopy", "hbm", "hbmtable", "nvme"))) \
+        and (inv is None or (inv["tokens_identical"] and inv["logits_bit_identical"]))
     return 0 if ok else 1
 
 
