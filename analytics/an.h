@@ -144,6 +144,10 @@ typedef struct an_config {
     size_t top;              /* most shared prefixes to list */
     uint32_t sweep_points;   /* capacity points (0: skip the sweep) */
     uint32_t threads;        /* sweep threads (0: 2 when there are 2+ CPUs, else 1) */
+    int load_all;            /* 1: every hit is loaded whatever its tier ("always load", the
+                              * reference); 0: the engine's load plan (evict_plan_match) */
+    double bw[AN_TIERS];     /* read and write bandwidth of nvme/disk for the cost model and
+                              * the plan, bytes/s; 0: the defaults (docs/cost-model.md §2) */
 } an_config;
 
 /* Modeled bytes of one block of bt tokens. */
@@ -177,6 +181,8 @@ typedef struct an_result {
     uint64_t inf_hit_tokens, inf_hit_blocks;   /* infinite capacity, same trace */
     uint64_t tier_hit_blocks[AN_TIERS], tier_hit_tokens[AN_TIERS];
     uint64_t tier_read_bytes[AN_TIERS];        /* modeled bytes loaded from each tier on hits */
+    uint64_t tier_write_bytes[AN_TIERS];       /* modeled bytes written to nvme/disk (write-
+                                                * through, demotion; kvt_stats) */
     uint64_t stored_blocks, write_bytes;       /* modeled bytes written by puts */
     uint64_t evicted_blocks;
     uint64_t put_nospace;        /* puts that stopped short: nothing of the tenant evictable */

@@ -34,7 +34,13 @@ static void usage(FILE *f)
         "                     (binary) or tokens with a 'tok' suffix: 3Mtok, 50Mtok (decimal)\n"
         "  --nvme SIZE        NVMe tier capacity   } need the engine's data-free simulation\n"
         "  --disk SIZE        disk tier capacity   } mode (docs/analytics.md)\n"
+        "  --nvme-bw BW       NVMe / disk read and write bandwidth for the cost model and the\n"
+        "  --disk-bw BW       load plan: 0.2GB/s, 500MB/s, or GB/s without a unit (defaults:\n"
+        "                     nvme 3.0GB/s, disk 0.2GB/s; `kvtier probe` measures them)\n"
         "  --policy P         eviction policy: lru (default), lfu, drain (kvt_options_set_policy)\n"
+        "  --load L           plan (default): each hit is loaded or recomputed, whichever is\n"
+        "                     faster (kvt_lease_plan); all: every hit is loaded from its tier\n"
+        "                     however slow (\"always load\", the reference)\n"
         "  --ttl T            block lifetime since last use: 5m, 1h, 2h30m (default none)\n"
         "  --tenant-mode M    pool (default: tenants share one LRU pool, namespaces apart) or\n"
         "                     quota (each tenant gets capacity / tenants)\n"
@@ -98,8 +104,24 @@ static int parse_u(const char *s, uint64_t max, uint64_t *out)
 
 enum {
     O_FORMAT = 256, O_BS, O_MODEL, O_DRAM, O_NVME, O_DISK, O_POLICY, O_TTL, O_TMODE, O_NODES,
-    O_SEED, O_SWEEP, O_TOP, O_JSON, O_HTML, O_STRICT, O_QUIET, O_THREADS,
+    O_SEED, O_SWEEP, O_TOP, O_JSON, O_HTML, O_STRICT, O_QUIET, O_THREADS, O_NVME_BW, O_DISK_BW,
+    O_LOAD,
 };
+
+/* A bandwidth: NUMBER[GB/s|MB/s] (decimal; no unit: GB/s), > 0. Bytes/s; -EINVAL. */
+static int parse_bw(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || !(v > 0) || !isdigit((unsigned char)*s))
+        return -EINVAL;
+    double mul = !*end || !strcmp(end, "GB/s") ? 1e9 : !strcmp(end, "MB/s") ? 1e6 : 0;
+    if (!mul || !(v * mul < 1e15))
+        return -EINVAL;
+    *out = v * mul;
+    return 0;
+}
 
 int analyze_main(int argc, char **argv)
 {
@@ -109,7 +131,8 @@ int analyze_main(int argc, char **argv)
         {"policy", 1, 0, O_POLICY}, {"ttl", 1, 0, O_TTL}, {"tenant-mode", 1, 0, O_TMODE},
         {"nodes", 1, 0, O_NODES}, {"seed", 1, 0, O_SEED}, {"sweep-points", 1, 0, O_SWEEP},
         {"top", 1, 0, O_TOP}, {"json", 0, 0, O_JSON}, {"html", 1, 0, O_HTML},
-        {"strict", 0, 0, O_STRICT}, {"quiet", 0, 0, O_QUIET}, {"threads", 1, 0, O_THREADS}, {"help", 0, 0, 'h'}, {0, 0, 0, 0},
+        {"strict", 0, 0, O_STRICT}, {"quiet", 0, 0, O_QUIET}, {"threads", 1, 0, O_THREADS}, {"nvme-bw", 1, 0, O_NVME_BW},
+        {"disk-bw", 1, 0, O_DISK_BW}, {"load", 1, 0, O_LOAD}, {"help", 0, 0, 'h'}, {0, 0, 0, 0},
     };
     an_config cfg = {.policy = AN_POL_LRU, .ttl_ms = -1, .nodes = 10, .seed = 1, .top = 10,
                      .sweep_points = 10};
@@ -187,6 +210,16 @@ int analyze_main(int argc, char **argv)
         case O_HTML: html = optarg; break;
         case O_STRICT: lo_opts.strict = 1; break;
         case O_QUIET: quiet = 1; break;
+        case O_NVME_BW:
+        case O_DISK_BW:
+            if (parse_bw(optarg, &cfg.bw[c == O_NVME_BW ? AN_NVME : AN_DISK]))
+                goto bad_value;
+            break;
+        case O_LOAD:
+            if (!strcmp(optarg, "plan")) cfg.load_all = 0;
+            else if (!strcmp(optarg, "all")) cfg.load_all = 1;
+            else goto bad_value;
+            break;
         case O_THREADS:
             if (parse_u(optarg, 64, &v) || v == 0) goto bad_value;
             cfg.threads = (uint32_t)v;

@@ -77,6 +77,18 @@ static void model_layout(const an_model *m, uint32_t bt, kvt_layout *l)
         }
 }
 
+/* The cost model of the replay: the defaults with cfg's capacities and bandwidths. */
+static void an_costmodel(const an_config *cfg, evict_costmodel *cm)
+{
+    evict_costmodel_default(cm);
+    for (int i = AN_DRAM; i < AN_TIERS; i++) {
+        if (cfg->cap[i])
+            cm->tier[i].capacity = cfg->cap[i];
+        if (cfg->bw[i] > 0)
+            cm->tier[i].read_bw = cm->tier[i].write_bw = cfg->bw[i];
+    }
+}
+
 double an_rate(uint64_t num, uint64_t den) { return den ? (double)num / (double)den : 0.0; }
 
 /* ---------------------------------------------------------------- progress */
@@ -351,6 +363,11 @@ static int node_open(const sim *s, uint64_t cap_blocks, uint32_t scale, node *n)
         if ((rc = kvt_options_set_tier(o, KVT_TIER_NVME, NULL, s->cfg->cap[AN_NVME] * scale, 0)) ||
             (rc = kvt_options_set_tier(o, KVT_TIER_DISK, NULL, s->cfg->cap[AN_DISK] * scale, 0)))
             goto out;
+        /* the cost model's bandwidths (drain's placement, kvt_lease_plan), as the replay's */
+        for (int i = AN_NVME; i < AN_TIERS; i++)
+            if (s->cfg->bw[i] > 0 &&
+                (rc = kvt_options_set_tier_perf(o, (kvt_tier)i, s->cfg->bw[i], s->cfg->bw[i])))
+                goto out;
     }
 #else
     (void)scale;
@@ -596,10 +613,7 @@ int an_replay(const an_trace *t, const an_config *cfg, an_result *res, an_progre
     if ((rc = node_open(&s, res->cap_blocks[AN_DRAM], 1, &n)))
         goto out;
 
-    evict_costmodel_default(&cm);
-    for (int i = AN_DRAM; i < AN_TIERS; i++)
-        if (cfg->cap[i])
-            cm.tier[i].capacity = cfg->cap[i];
+    an_costmodel(cfg, &cm);
     res->drain_s[AN_HBM] = evict_tier_drain_s(&cm.tier[AN_HBM]);
     for (int i = AN_DRAM; i < AN_TIERS; i++)
         res->drain_s[i] = cfg->cap[i] ? evict_tier_drain_s(&cm.tier[i]) : 0;
@@ -683,8 +697,10 @@ int an_replay(const an_trace *t, const an_config *cfg, an_result *res, an_progre
         tc->input_tokens += q->input_tokens;
         tc->blocks += q->n_blocks;
 
+        /* the engine's load plan, or the "always load" reference: the same cache either way */
         evict_plan plan;
-        if ((rc = evict_plan_match(&cm, pb, m, suffix_s, &plan)))
+        if ((rc = (cfg->load_all ? evict_plan_load_all : evict_plan_match)(&cm, pb, m, suffix_s,
+                                                                            &plan)))
             goto out;
         res->prefill_all_s += plan.all_recompute_s;
         res->prefill_cache_s += plan.total_s;
@@ -723,6 +739,8 @@ int an_replay(const an_trace *t, const an_config *cfg, an_result *res, an_progre
     if ((rc = kvt_engine_stats(n.e, &st, sizeof st)))
         goto out;
     res->stored_blocks = st.blocks_stored;
+    for (int i = AN_NVME; i < AN_TIERS; i++)
+        res->tier_write_bytes[i] = st.tier_bytes_written[i];
     res->evicted_blocks = st.blocks_evicted;
     res->write_bytes = st.blocks_stored * bbytes;
     res->duration_s = (double)(t->req[t->n_req - 1].ts_ms - t->req[0].ts_ms) / 1000.0;

@@ -122,12 +122,16 @@ void an_report_text(FILE *f, const an_report *rp)
     for (int i = AN_DRAM; i < AN_TIERS; i++)
         if (c->cap[i]) {
             an_fmt_bytes(b1, sizeof b1, (double)c->cap[i]);
-            fprintf(f, " %s %s (%" PRIu64 " blocks%s, drain %s)", an_tier_name[i], b1,
+            fprintf(f, " %s %s (%" PRIu64 " blocks%s, drain %s", an_tier_name[i], b1,
                     c->cap[i] / bb, i == AN_DRAM && r->cap_blocks[AN_DRAM] < c->cap[i] / bb
                                         ? ", more than the trace can fill" : "",
                     (an_fmt_secs(b3, sizeof b3, r->drain_s[i]), b3));
+            if (c->bw[i] > 0)
+                fprintf(f, ", %.3g GB/s", c->bw[i] / 1e9);
+            fprintf(f, ")");
         }
-    fprintf(f, "; policy %s; ttl ", an_policy_name[c->policy]);
+    fprintf(f, "; policy %s; load %s; ttl ", an_policy_name[c->policy],
+            c->load_all ? "all" : "plan");
     if (c->ttl_ms >= 0)
         an_fmt_secs(b1, sizeof b1, (double)c->ttl_ms / 1000.0), fprintf(f, "%s", b1);
     else
@@ -149,12 +153,15 @@ void an_report_text(FILE *f, const an_report *rp)
                    " logged requests (replay: %" PRIu64 ")\n",
                 r->obs_hit_blocks, r->obs_requests, a->hit_blocks);
 
-    fprintf(f, "\nHits per tier                blocks       tokens   share    bytes loaded\n");
+    fprintf(f, "\nHits per tier                blocks       tokens   share    bytes loaded   bytes "
+               "written\n");
     for (int i = 0; i < AN_TIERS; i++) {
         an_fmt_bytes(b1, sizeof b1, (double)r->tier_read_bytes[i]);
-        fprintf(f, "  %-22s %12" PRIu64 " %12" PRIu64 " %6.2f%% %15s\n", an_tier_name[i],
+        an_fmt_bytes(b2, sizeof b2, (double)r->tier_write_bytes[i]);
+        fprintf(f, "  %-22s %12" PRIu64 " %12" PRIu64 " %6.2f%% %15s %15s\n", an_tier_name[i],
                 r->tier_hit_blocks[i], r->tier_hit_tokens[i],
-                100 * an_rate(r->tier_hit_tokens[i], a->hit_tokens), b1);
+                100 * an_rate(r->tier_hit_tokens[i], a->hit_tokens), b1,
+                i >= AN_NVME ? b2 : "-");
     }
     an_fmt_bytes(b1, sizeof b1, (double)r->write_bytes);
     fprintf(f, "  written by puts: %" PRIu64 " blocks, %s; evicted %" PRIu64 " blocks; puts "
@@ -168,7 +175,9 @@ void an_report_text(FILE *f, const an_report *rp)
     an_fmt_secs(b3, sizeof b3, r->compute_saved_s);
     fprintf(f, "\nPrefill (cost model, DESIGN.md §3: H100 at %.1f TFLOP/s effective, $%.2f/h)\n",
             EVICT_GPU_PEAK_FLOPS * EVICT_GPU_MFU / 1e12, EVICT_GPU_USD_PER_HOUR);
-    fprintf(f, "  prefill tokens saved      %" PRIu64 " (the hit tokens)\n", a->hit_tokens);
+    uint64_t declined_tok = r->plan_declined_blocks * t->bt; /* hits are whole blocks */
+    fprintf(f, "  prefill tokens saved      %" PRIu64 " (the hit tokens the plan loaded; %" PRIu64
+               " hit tokens recomputed)\n", a->hit_tokens - declined_tok, declined_tok);
     fprintf(f, "  prefill GPU time          %s without the cache, %s with it; recompute "
                "saved %s\n", b1, b2, b3);
     an_fmt_secs(b1, sizeof b1, tt[0]);
@@ -176,8 +185,12 @@ void an_report_text(FILE *f, const an_report *rp)
     an_fmt_secs(b3, sizeof b3, tt[2]);
     an_fmt_secs(b4, sizeof b4, tt[3]);
     fprintf(f, "  TTFT saved per request    mean %s, p50 %s, p90 %s, p99 %s\n", b1, b2, b3, b4);
-    fprintf(f, "  hits the load plan recomputed (loading them was slower): %" PRIu64 " blocks\n",
-            r->plan_declined_blocks);
+    if (c->load_all)
+        fprintf(f, "  every hit loaded (--load all: no load plan)\n");
+    else
+        fprintf(f, "  hits the load plan recomputed (loading them was slower): %" PRIu64
+                   " blocks, %" PRIu64 " tokens\n",
+                r->plan_declined_blocks, r->plan_declined_blocks * t->bt);
     an_fmt_secs(b1, sizeof b1, r->duration_s);
     fprintf(f, "\nCost over the trace's %s\n", b1);
     fprintf(f, "  GPU prefill without cache $%.4f; with cache $%.4f; tier capacity held $%.4f;"
@@ -362,10 +375,13 @@ static json_t *report_json(const an_report *rp)
             SETI(ti, "blocks", c->cap[i] / bb);
             SETI(ti, "blocks_replayed", r->cap_blocks[i]);
             SETR(ti, "drain_s", r->drain_s[i]);
+            if (c->bw[i] > 0)
+                SETR(ti, "bandwidth_bytes_s", c->bw[i]);
             json_object_set_new(tiers, an_tier_name[i], ti);
         }
     json_object_set_new(cf, "tiers", tiers);
     SETS(cf, "policy", an_policy_name[c->policy]);
+    SETS(cf, "load", c->load_all ? "all" : "plan");
     json_object_set_new(cf, "ttl_s", c->ttl_ms >= 0 ? json_real((double)c->ttl_ms / 1000.0) : json_null());
     SETS(cf, "tenant_mode", c->tenant_mode == AN_TENANT_POOL ? "pool" : "quota");
     json_object_set_new(cf, "engine_simulate", json_boolean(r->simulated));
@@ -391,6 +407,7 @@ static json_t *report_json(const an_report *rp)
         SETI(x, "hit_blocks", r->tier_hit_blocks[i]);
         SETI(x, "hit_tokens", r->tier_hit_tokens[i]);
         SETI(x, "bytes_loaded", r->tier_read_bytes[i]);
+        SETI(x, "bytes_written", r->tier_write_bytes[i]);
         json_object_set_new(ti, an_tier_name[i], x);
     }
     json_object_set_new(o, "tiers", ti);
@@ -404,7 +421,8 @@ static json_t *report_json(const an_report *rp)
     double tt[4];
     ttft_stats(r, tt);
     json_t *pf = json_object();
-    SETI(pf, "tokens_saved", r->total.hit_tokens);
+    SETI(pf, "tokens_saved", r->total.hit_tokens - r->plan_declined_blocks * t->bt);
+    SETI(pf, "hit_tokens_recomputed", r->plan_declined_blocks * t->bt);
     SETR(pf, "gpu_s_without_cache", r->prefill_all_s);
     SETR(pf, "gpu_s_with_cache", r->prefill_cache_s);
     SETR(pf, "recompute_s_saved", r->compute_saved_s);

@@ -8,6 +8,9 @@
 #           4 connections, both servers
 # usage: bench/bench_serve.sh path/to/kvtier-serve [--repeat N (3)] [--quick]
 #        KVTIER_BENCH_DATA_DIR=none: kvtier DRAM only (default: tiers on, under a temp dir)
+#        KVTIER_BENCH_PREFAULT=no: kvtier's DRAM arena faulted on first touch (default: yes,
+#        dram_prefault = yes, so the shapes measure the steady state, not the kernel zeroing
+#        4 GiB of fresh pages during the first shapes)
 set -euo pipefail
 BIN=${1:?usage: bench_serve.sh path/to/kvtier-serve [--repeat N] [--quick]}
 shift
@@ -28,20 +31,21 @@ dir=$(mktemp -d /tmp/kvs-bench-XXXXXX)
 port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 kp=$(port) rp=$(port)
 data=${KVTIER_BENCH_DATA_DIR:-$dir/data}
+prefault=${KVTIER_BENCH_PREFAULT:-yes}
 # tiers on: DRAM 4G in front of nvme (1G of slot files) and disk (4G) under $dir/data
 "$BIN" --port "$kp" --dram-bytes 4G --data-dir "$data" --nvme-bytes 1G --disk-bytes 4G \
-    --loglevel warning >"$dir/kvtier.log" 2>&1 &
+    --dram-prefault "$prefault" --loglevel warning >"$dir/kvtier.log" 2>&1 &
 kpid=$!
 redis-server --port "$rp" --save "" --appendonly no --daemonize no --logfile "$dir/redis.log" &
 rpid=$!
 trap 'kill -TERM $kpid $rpid 2>/dev/null; wait; rm -rf "$dir"' EXIT
-for p in "$kp" "$rp"; do
-    for _ in $(seq 100); do redis-cli -p "$p" PING >/dev/null 2>&1 && break; sleep 0.1; done
+for p in "$kp" "$rp"; do # a prefaulted 4 GiB arena takes seconds (~18 s on the dev VM)
+    for _ in $(seq 1200); do redis-cli -p "$p" PING >/dev/null 2>&1 && break; sleep 0.1; done
 done
 commit=$(git -C "$(dirname "$0")" rev-parse --short HEAD 2>/dev/null || echo unknown)
 echo "# bench_serve commit=$commit (+ working tree) host=$(hostname) cpus=$(nproc) $(redis-server --version | cut -d' ' -f1-3)"
 echo "# cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# kvtier data_dir: $data; repetitions: $rep (medians)"
+echo "# kvtier data_dir: $data; dram_prefault: $prefault; repetitions: $rep (medians)"
 results=$dir/results.txt
 : >"$results"
 shape() { # name, then redis-benchmark args

@@ -18,7 +18,7 @@ port=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(
 "$BIN" --port "$port" --dram-bytes 256M --data-dir "$dir/data" --nvme-bytes 512M --disk-bytes 1G \
     --loglevel warning >"$dir/kvtier.log" 2>&1 &
 pid=$!
-trap 'kill -TERM $pid 2>/dev/null; rm -rf "$dir"' EXIT
+trap 'kill -TERM $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
 set +e
 $PY - "$port" "$pid" "$secs" "$clients" <<'PY'
@@ -103,8 +103,8 @@ PY
 rc=$?
 set -e
 kill -TERM $pid
-wait $pid
-src=$?
+src=0
+wait $pid || src=$?
 echo "# server exit status $src"
 [[ $src == 0 ]] || { tail -20 "$dir/kvtier.log"; exit 1; }
 exit $rc

@@ -1,6 +1,7 @@
 /*
  * kvtier.c — the `kvtier` program: version, info (configuration + self-check), help.
  *
+ * `probe` (cli/probe.c) measures the tiers' bandwidths for the cost model.
  * `info` uses only the public API (kvtier/kvtier.h): it opens the engine on embedded defaults,
  * prints its configuration and proves put -> match -> read -> release (and, with a data
  * folder, flush -> warm restart -> read back) works on this machine. `serve` (server/) and
@@ -26,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "kvtier/kvtier.h"
 
 #ifndef KVT_GIT_COMMIT
@@ -59,7 +61,7 @@ static void err(const char *fmt, ...)
 /* ---------------------------------------------------------------- sizes */
 
 /* Human-readable binary size into buf: "512 B", "2.00 MiB", "1.00 GiB". */
-static const char *fmt_size(char *buf, size_t n, uint64_t bytes)
+const char *fmt_size(char *buf, size_t n, uint64_t bytes)
 {
     static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
     double v = (double)bytes;
@@ -76,7 +78,7 @@ static const char *fmt_size(char *buf, size_t n, uint64_t bytes)
 }
 
 /* A duration in seconds as "850 us", "12.3 ms", "4.5 s", "3.2 min", "1.5 h". */
-static const char *fmt_secs(char *buf, size_t n, double s)
+const char *fmt_secs(char *buf, size_t n, double s)
 {
     if (s < 1e-3)
         snprintf(buf, n, "%.0f us", s * 1e6);
@@ -1024,6 +1026,8 @@ static const command commands[] = {
     {"serve", "the prompt-caching service (many workers share one cache)", SERVE_MAIN, NULL},
     {"analyze", "replay a request trace: hit rates, bytes moved, cost per tier setup",
      ANALYZE_MAIN, NULL},
+    {"probe", "measure each tier's read/write bandwidth and the host-GPU link; drain times",
+     probe_main, NULL},
     {"version", "print the library version, git commit and whether CUDA is built in",
      cmd_version, usage_version},
     {"help", "print this help, or `kvtier help <command>` for a command's help", cmd_help,

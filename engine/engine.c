@@ -143,6 +143,14 @@ KVT_EXPORT int kvt_options_set_hugepages(kvt_options *o, kvt_hugepages mode)
     return 0;
 }
 
+KVT_EXPORT int kvt_options_set_dram_prefault(kvt_options *o, int on)
+{
+    if (!o)
+        return -EINVAL;
+    o->dram_prefault = !!on;
+    return 0;
+}
+
 KVT_EXPORT int kvt_options_set_cuda_pin(kvt_options *o, int on)
 {
     if (!o)
@@ -277,6 +285,8 @@ KVT_EXPORT int kvt_engine_open(const kvt_options *opts, kvt_engine **out)
                         : dram_open(opts->dram_bytes, opts->dram_slot_bytes, opts->hugepages,
                                     &e->dram);
     if (rc)
+        goto fail;
+    if (!opts->simulate && opts->dram_prefault && (rc = dram_prefault(e->dram)))
         goto fail;
     if (!opts->simulate && opts->cuda_pin &&
         gpu_host_register(dram_base(e->dram), dram_map_bytes(e->dram)) == 0)
@@ -861,6 +871,54 @@ KVT_EXPORT int kvt_read_contig(kvt_lease *l, size_t first, size_t n, void *dst, 
     return read_blocks(l, first, n, NULL, dst);
 }
 
+KVT_EXPORT int kvt_lease_block_ptr(kvt_lease *l, size_t i, const void **ptr)
+{
+    if (!l || !ptr)
+        return -EINVAL;
+    *ptr = NULL;
+    if (i >= l->n_blocks)
+        return -ERANGE;
+    kvt_engine *e = l->ns->eng;
+    uint32_t slot = l->blocks[i].slot[RADIX_TIER_DRAM];
+    if (e->simulate || slot == RADIX_NO_SLOT)
+        return -ENOENT;
+    const void *p = dram_chain_ptr(e->dram, slot, l->ns->block_bytes);
+    if (!p)
+        return -ENOENT;
+    *ptr = p;
+    return 0;
+}
+
+KVT_EXPORT int kvt_read_range(kvt_lease *l, size_t block, size_t offset, void *dst, size_t len)
+{
+    if (!l || (len && !dst))
+        return -EINVAL;
+    if (block >= l->n_blocks)
+        return -ERANGE;
+    kvt_engine *e = l->ns->eng;
+    uint64_t bb = l->ns->block_bytes;
+    if (offset > bb || len > bb - offset)
+        return KVT_ESIZE;
+    if (e->simulate)
+        return sim_read(l, block, 1);
+    uint32_t slot = l->blocks[block].slot[RADIX_TIER_DRAM];
+    if (slot != RADIX_NO_SLOT) {
+        dram_read_at(e->dram, slot, offset, dst, len);
+    } else { /* nvme/disk: the whole block is read and verified, then the range copied */
+        char *tmp = util_malloc(bb);
+        if (!tmp)
+            return -ENOMEM;
+        int rc = tier_fetch(l, block, tmp);
+        if (rc == 0)
+            memcpy(dst, tmp + offset, len);
+        util_free(tmp);
+        if (rc)
+            return rc;
+    }
+    atomic_fetch_add(&e->bytes_read, len);
+    return 0;
+}
+
 /* Unpin a lease's path (lock held) and drop blocks that failed verification once unpinned. */
 void lease_release_locked(kvt_lease *l)
 {
@@ -909,16 +967,20 @@ KVT_EXPORT int kvt_prefetch_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys
 
 /* ---------------------------------------------------------------- put */
 
-int put_units(kvt_ns *ns, const uint32_t *units, size_t nb, const void *const *blocks,
-              double ttl_s, size_t *stored)
+/* One pass of put_units: insert, store the new blocks that find DRAM, publish them. *stored:
+ * blocks stored; *reach: blocks of units[] in the tree up to the end of what was stored.
+ * count_put: the put's first pass (counted in the puts statistic). */
+static int put_pass(kvt_ns *ns, const uint32_t *units, size_t nb, const void *const *blocks,
+                    double ttl_s, int count_put, size_t *stored, size_t *reach)
 {
     kvt_engine *e = ns->eng;
     radix_path path;
     radix_node *leaf = NULL;
     int rc;
+    *stored = *reach = 0;
     radix_path_init(&path);
     pthread_mutex_lock(&e->lock);
-    e->puts++;
+    e->puts += count_put != 0;
     rc = radix_insert(ns->tree, units, nb, &path, &leaf);
     if (rc == -EAGAIN) /* another put is storing this prefix: it wins */
         rc = 0;
@@ -973,8 +1035,8 @@ int put_units(kvt_ns *ns, const uint32_t *units, size_t nb, const void *const *b
         eremote_on_put(ns, leaf, (uint32_t)got, units);
     e->blocks_stored += got;
     e->blocks_cached += got;
-    if (stored)
-        *stored = got;
+    *stored = got;
+    *reach = first + got;
     rc = why;
     pthread_mutex_unlock(&e->lock);
     radix_path_free(&path);
@@ -982,6 +1044,33 @@ int put_units(kvt_ns *ns, const uint32_t *units, size_t nb, const void *const *b
 out:
     pthread_mutex_unlock(&e->lock);
     radix_path_free(&path);
+    return rc;
+}
+
+/*
+ * Store the blocks of units[0 .. nb) that are not cached. A put of more new blocks than DRAM
+ * has room for: its blocks stay pending (and so in DRAM) until published, so the blocks past
+ * the room find no slot. With tiers below DRAM, the pass publishes what fit and hands it to
+ * the write-through; the next pass's allocations wait for that (backpressure), after which
+ * those blocks may leave DRAM, and go on with the rest. It stops when a pass stores nothing
+ * or gets no further into the sequence than the one before (its earlier blocks were dropped
+ * from every tier: the tiers below are too small for the put).
+ */
+int put_units(kvt_ns *ns, const uint32_t *units, size_t nb, const void *const *blocks,
+              double ttl_s, size_t *stored)
+{
+    size_t total = 0, reach = 0;
+    int rc;
+    for (;;) {
+        size_t got = 0, r = 0;
+        rc = put_pass(ns, units, nb, blocks, ttl_s, reach == 0, &got, &r);
+        total += got;
+        if (rc != -ENOSPC || got == 0 || !ns->eng->tiered || ns->eng->simulate || r <= reach)
+            break;
+        reach = r;
+    }
+    if (stored)
+        *stored = total;
     return rc;
 }
 

@@ -97,6 +97,7 @@ struct kvt_options {
     kvt_log_fn log_fn; /* kvt_options_set_log: installed with io_set_log at open */
     void *log_arg;
     struct remote_cfg *rcfg; /* the remote tier (engine/remote.c); not copied by options_dup */
+    int dram_prefault; /* kvt_options_set_dram_prefault: fault the arena in at open */
 };
 
 typedef struct tenant {
@@ -296,6 +297,10 @@ void policy_block(const kvt_ns *ns, const radix_node *n, uint32_t j, evict_block
 /* lfu/drain: the best victim among the first few evictable nodes at the stale end of the
  * tenant's list of tier t (t = -1: the DRAM-only engine's tn->lru); NULL if none. */
 radix_node *policy_pick(kvt_engine *e, tenant *tn, int t, int (*ok)(radix_node *n));
+/* policy_pick over `window` ok nodes (drain's DRAM victims: POLICY_DRAM_WINDOW). */
+radix_node *policy_pick_n(kvt_engine *e, tenant *tn, int t, int (*ok)(radix_node *n),
+                          unsigned window);
+#define POLICY_DRAM_WINDOW 16u
 void policy_put(kvt_ns *ns, radix_node *leaf, uint32_t n, double ttl_s); /* lock held */
 void policy_cut_expired(kvt_ns *ns, radix_path *p, int drop); /* lock held */
 

@@ -240,19 +240,60 @@ static int evict_cand_cmp(const void *x, const void *y)
     return p->i < q->i ? -1 : p->i > q->i; /* stable: earlier blocks first */
 }
 
+static int evict_plan_args_ok(const evict_costmodel *cm, const evict_plan_block *blk, size_t n,
+                              double suffix_s, const evict_plan *out)
+{
+    if (evict_costmodel_check(cm) || !out || (n && !blk) || !(suffix_s >= 0))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (blk[i].tier < -1 || blk[i].tier >= (int)cm->n_tiers || !(blk[i].recompute_s >= 0))
+            return 0;
+    return 1;
+}
+
+/* The plan's figures from blk[i].load (set by the caller for cached blocks; resident blocks
+ * are always used in place), with time_s filled in. */
+static void evict_plan_fill(const evict_costmodel *cm, evict_plan_block *blk, size_t n,
+                            double suffix_s, double all_recompute_s, evict_plan *out)
+{
+    double lat = 0, load = 0, compute = suffix_s;
+    size_t loaded = 0;
+    *out = (evict_plan){.all_recompute_s = all_recompute_s};
+    for (size_t i = 0; i < n; i++) {
+        evict_plan_block *b = &blk[i];
+        const evict_tier *t = b->tier >= 0 ? &cm->tier[b->tier] : NULL;
+        if (t && t->resident)
+            b->load = 1;
+        b->load = t && b->load;
+        if (!b->load) {
+            b->time_s = b->recompute_s;
+            compute += b->recompute_s;
+            out->n_recompute++;
+            continue;
+        }
+        out->n_load++;
+        b->time_s = t->resident ? 0 : (double)b->bytes / evict_tier_eff_bw(t);
+        if (t->resident)
+            continue;
+        loaded++;
+        if (t->latency_s > lat)
+            lat = t->latency_s;
+        load += b->time_s;
+    }
+    out->load_s = loaded ? lat + load : 0;
+    out->compute_s = compute;
+    out->total_s = fmax(out->load_s, out->compute_s);
+}
+
 int evict_plan_match(const evict_costmodel *cm, evict_plan_block *blk, size_t n,
                      double suffix_s, evict_plan *out)
 {
     evict_cand *cand = NULL;
     size_t m = 0, best_k = 0;
     double compute0, best_total, load, lat = 0, compute;
-    int err;
 
-    if ((err = evict_costmodel_check(cm)) || !out || (n && !blk) || !(suffix_s >= 0))
+    if (!evict_plan_args_ok(cm, blk, n, suffix_s, out))
         return -EINVAL;
-    for (size_t i = 0; i < n; i++)
-        if (blk[i].tier < -1 || blk[i].tier >= (int)cm->n_tiers || !(blk[i].recompute_s >= 0))
-            return -EINVAL;
     if (n && !(cand = util_malloc(n * sizeof *cand)))
         return -ENOMEM;
 
@@ -288,36 +329,27 @@ int evict_plan_match(const evict_costmodel *cm, evict_plan_block *blk, size_t n,
             best_k = k + 1;
         }
     }
-
-    *out = (evict_plan){.all_recompute_s = compute0};
-    lat = load = 0;
-    compute = suffix_s;
-    for (size_t i = 0; i < n; i++) {
-        int tr = blk[i].tier;
-        blk[i].load = tr >= 0 && cm->tier[tr].resident;
-        blk[i].time_s = blk[i].load ? 0 : blk[i].recompute_s;
-    }
-    for (size_t k = 0; k < best_k; k++) {
-        evict_plan_block *b = &blk[cand[k].i];
-        const evict_tier *t = &cm->tier[b->tier];
-        b->load = 1;
-        b->time_s = (double)b->bytes / evict_tier_eff_bw(t);
-        if (t->latency_s > lat)
-            lat = t->latency_s;
-        load += b->time_s;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (blk[i].load)
-            out->n_load++;
-        else {
-            out->n_recompute++;
-            compute += blk[i].recompute_s;
-        }
-    }
-    out->load_s = best_k ? lat + load : 0;
-    out->compute_s = compute;
-    out->total_s = fmax(out->load_s, out->compute_s);
+    for (size_t i = 0; i < n; i++)
+        blk[i].load = 0;
+    for (size_t k = 0; k < best_k; k++)
+        blk[cand[k].i].load = 1;
+    evict_plan_fill(cm, blk, n, suffix_s, compute0, out);
     util_free(cand);
+    return 0;
+}
+
+int evict_plan_load_all(const evict_costmodel *cm, evict_plan_block *blk, size_t n,
+                        double suffix_s, evict_plan *out)
+{
+    double all = suffix_s;
+    if (!evict_plan_args_ok(cm, blk, n, suffix_s, out))
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        blk[i].load = blk[i].tier >= 0;
+        if (!(blk[i].tier >= 0 && cm->tier[blk[i].tier].resident))
+            all += blk[i].recompute_s;
+    }
+    evict_plan_fill(cm, blk, n, suffix_s, all, out);
     return 0;
 }
 

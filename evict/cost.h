@@ -221,4 +221,12 @@ typedef struct evict_plan {
 int evict_plan_match(const evict_costmodel *cm, evict_plan_block *blk, size_t n,
                      double suffix_s, evict_plan *out);
 
+/* "Always load", the reference the plan is measured against (what a cache without a load
+ * plan does: LMCache, HiCache): every cached block (tier >= 0) is loaded from its tier
+ * whatever the tier's speed, only uncached blocks (tier -1) are recomputed; the same timing
+ * model and figures as evict_plan_match (total_s may exceed all_recompute_s). Same
+ * arguments and returns, never -ENOMEM. */
+int evict_plan_load_all(const evict_costmodel *cm, evict_plan_block *blk, size_t n,
+                        double suffix_s, evict_plan *out);
+
 #endif

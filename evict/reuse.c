@@ -227,6 +227,9 @@ int evict_decide(const evict_costmodel *cm, const evict_params *p, const evict_b
     return 0;
 }
 
+static double evict_density_raw(const evict_costmodel *cm, const evict_params *p,
+                                const evict_block *b, unsigned tier, double now_s);
+
 /* Tiers strictly slower than `tier`, as a mask. */
 static uint32_t evict_below(unsigned tier) { return tier >= 31 ? 0 : UINT32_MAX << (tier + 1); }
 
@@ -246,8 +249,8 @@ double evict_score(const evict_costmodel *cm, const evict_params *p, const evict
     case EVICT_POLICY_LFU:
         return evict_lfu_count(&b->hist, now_s, p);
     case EVICT_POLICY_DRAIN:
-        if (!p->capacity_priced)
-            return evict_value_density(cm, p, b, tier, now_s);
+        if (!p->capacity_priced) /* checked above: the victim search's hot path */
+            return evict_density_raw(cm, p, b, tier, now_s);
         break;
     }
     /* Napkin: a 70B 5 MiB block, t = 300 s, in DRAM (cost 1.8e-6 $) vs NVMe (1.6e-6 $):

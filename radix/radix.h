@@ -14,7 +14,7 @@
  *               [depth][last_access][hits|pins][flags][lru link: 2 ptrs][owner*]
  *   data        [units: cap_blocks * bu uint32 | pad to 8][blocks: cap_blocks * radix_block]
  *                ^ units[i*bu .. (i+1)*bu) are block i's units; blocks[i] is its metadata
- *   kids        [radix_kid {first unit, node*}] * cap_kids; kids[0 .. n_kids) are the node's
+ *   kids        [radix_kid {first unit, hash, node*}] * cap_kids; kids[0 .. n_kids) are the node's
  *               children. Up to 64 (cap_kids <= 64): sorted by first unit, siblings with an
  *               equal first unit by the rest of their first block (bytewise), so one binary
  *               search finds a child even where all share a first token (BOS). A node that
@@ -44,8 +44,8 @@
  * never split or evicted. radix_publish() makes it visible.
  *
  * Bytes per cached block: 4*bu bytes of units, sizeof(radix_block) (40) of metadata, plus the
- * node header (208 bytes on LP64, the engine's per-tier links included), kid entry (16; 32
- * in a wide node, its hash slots included) and allocator rounding shared by a node's blocks. radix_bytes() reports the exact heap bytes
+ * node header (208 bytes on LP64, the engine's per-tier links included), kid entry (16; 48
+ * in a wide node, its two 16-byte hash slots included) and allocator rounding shared by a node's blocks. radix_bytes() reports the exact heap bytes
  * the tree asked for.
  *
  * Thread safety: none. The engine serialises all calls on a tree under its lock.
@@ -75,6 +75,7 @@ typedef struct radix_node radix_node;
 
 typedef struct radix_kid {
     uint32_t first; /* first unit of the child's first block */
+    uint32_t hash;  /* wide node: radix.c's hash of the child's first block; else 0 */
     radix_node *node;
 } radix_kid;
 

@@ -223,6 +223,9 @@ int cfg_set(srv_config *c, const char *key, const char *v, char *err, size_t err
             c->hugepages = KVT_HUGEPAGES_OFF;
         else
             goto bad;
+    } else if (!strcmp(k, "dram_prefault")) {
+        if (parse_bool(v, &c->dram_prefault))
+            goto bad;
     } else if (!strcmp(k, "workers")) {
         if (parse_int(v, 0, 256, &c->workers))
             goto bad;
@@ -276,6 +279,13 @@ int cfg_set(srv_config *c, const char *key, const char *v, char *err, size_t err
         if (kvt_parse_size(v, &sz))
             goto bad;
         *(k[0] == 'n' ? &c->nvme_bw : &c->disk_bw) = sz;
+    } else if (!strcmp(k, "dram_read_bandwidth") || !strcmp(k, "dram_write_bandwidth") ||
+               !strcmp(k, "nvme_read_bandwidth") || !strcmp(k, "nvme_write_bandwidth") ||
+               !strcmp(k, "disk_read_bandwidth") || !strcmp(k, "disk_write_bandwidth")) {
+        /* measured bandwidths for the cost model (`kvtier probe --write-config`), bytes/s;
+         * validated here; not passed to the engine (kvt_options_set_tier_perf) yet */
+        if (kvt_parse_size(v, &sz) || sz == 0)
+            goto bad;
     } else if (!strcmp(k, "io_depth")) {
         if (parse_int(v, 1, 4096, &iv))
             goto bad;

@@ -68,9 +68,16 @@ static void chain_keys(uint64_t m, uint64_t version, size_t n, uint64_t *out)
 
 static uint64_t new_version(void)
 {
-    /* unique across restarts too (values persist): the wall clock is part of it */
-    static _Atomic uint64_t ctr;
-    uint64_t v[3] = {atomic_fetch_add(&ctr, 1), now_ns_mono(), now_ms_real()};
+    /* unique across restarts too (values persist): a counter under a per-process base taken
+     * from both clocks at the first call (no clock read per SET) */
+    static _Atomic uint64_t ctr, base;
+    uint64_t b = atomic_load_explicit(&base, memory_order_relaxed);
+    if (!b) {
+        uint64_t seed[2] = {now_ns_mono(), now_ms_real()};
+        uint64_t want = XXH3_64bits(seed, sizeof(seed)) | 1, zero = 0;
+        b = atomic_compare_exchange_strong(&base, &zero, want) ? want : zero;
+    }
+    uint64_t v[2] = {atomic_fetch_add_explicit(&ctr, 1, memory_order_relaxed), b};
     return XXH3_64bits(v, sizeof(v)) | 1;
 }
 
@@ -97,13 +104,20 @@ static pthread_mutex_t *stripe(srv *s, uint64_t m) { return &s->stripe[m & 255];
             free(var);                                                                  \
     } while (0)
 
+/* Bytes of a meta block a lookup reads first when it wants an inline value: the header, the
+ * key and this many value bytes (one range read for a small value; a longer inline value
+ * takes a second read of the rest under the same lease). */
+#define META_VALUE_GUESS 256
+
 /*
- * Read the meta block of key k into buf (B bytes).
+ * Read the meta block of key k into buf (B bytes): only its header and key, and with
+ * want_value an inline value too (kvt_read_range: a 100-byte value costs ~200 bytes of
+ * copying, not the whole block); the rest of buf is left as it was.
  * KV_FOUND: buf holds our meta (magic ok, same key); KV_OTHER: the slot M holds something
  * else (another key with the same 64-bit hash, or not a meta block); KV_MISSING; <0 error.
  */
 static int read_meta_t(srv *s, srv_tenant *t, const srv_arg *k, uint64_t m, char *buf,
-                       kv_meta *meta, int *tier)
+                       kv_meta *meta, int *tier, int want_value)
 {
     size_t matched = 0;
     kvt_lease *l = NULL;
@@ -114,12 +128,27 @@ static int read_meta_t(srv *s, srv_tenant *t, const srv_arg *k, uint64_t m, char
         kvt_release(l);
         return KV_MISSING;
     }
-    if (tier) {
+    if (tier) { /* a block with a DRAM copy is a DRAM hit: no engine lock to ask */
+        const void *p;
         kvt_tier tr = KVT_TIER_DRAM;
-        kvt_lease_block_tier(l, 0, &tr);
+        if (kvt_lease_block_ptr(l, 0, &p))
+            kvt_lease_block_tier(l, 0, &tr);
         *tier = (int)tr;
     }
-    rc = kvt_read_contig(l, 0, 1, buf, s->cfg.kv_block_bytes);
+    uint64_t B = s->cfg.kv_block_bytes, head = sizeof(kv_meta) + k->n;
+    if (want_value)
+        head += META_VALUE_GUESS;
+    if (head > B)
+        head = B;
+    rc = kvt_read_range(l, 0, 0, buf, head);
+    if (rc == 0 && want_value) { /* an inline value longer than the guess: the rest */
+        kv_meta hm;
+        memcpy(&hm, buf, sizeof(hm));
+        uint64_t end = sizeof(kv_meta) + (uint64_t)k->n + hm.value_len;
+        if (hm.magic == KV_MAGIC && (hm.flags & KV_INLINE) && hm.key_len == k->n &&
+            hm.value_len <= B && end <= B && end > head)
+            rc = kvt_read_range(l, 0, head, buf + head, end - head);
+    }
     kvt_release(l);
     if (rc == KVT_ECORRUPT) {
         /* the engine dropped the block: the value is gone (never served) */
@@ -136,12 +165,16 @@ static int read_meta_t(srv *s, srv_tenant *t, const srv_arg *k, uint64_t m, char
         sizeof(kv_meta) + meta->key_len > s->cfg.kv_block_bytes ||
         memcmp(buf + sizeof(kv_meta), k->p, k->n) != 0)
         return KV_OTHER;
+    if ((meta->flags & KV_INLINE) &&
+        (meta->value_len > B || sizeof(kv_meta) + meta->key_len + meta->value_len > B))
+        return KV_OTHER; /* not a meta block we wrote */
     return KV_FOUND;
 }
 
+/* The meta of key k without its inline value (writers: SET, DEL). */
 static int read_meta(srv *s, srv_tenant *t, const srv_arg *k, uint64_t m, char *buf, kv_meta *meta)
 {
-    return read_meta_t(s, t, k, m, buf, meta, NULL);
+    return read_meta_t(s, t, k, m, buf, meta, NULL, 0);
 }
 
 static int expired(const kv_meta *m, uint64_t now) { return m->expire_ms && m->expire_ms <= now; }
@@ -300,11 +333,11 @@ static int kv_store(srv *s, srv_tenant *t, const srv_arg *k, const srv_arg *v, u
                     unsigned flags)
 {
     uint64_t B = s->cfg.kv_block_bytes;
-    uint64_t m = meta_key(k);
+    uint64_t m = meta_key(k), now_ms = now_ms_real();
     int is_inline = sizeof(kv_meta) + k->n + v->n <= B;
     kv_meta meta = {.magic = KV_MAGIC, .fmt = KV_FMT, .flags = is_inline ? KV_INLINE : 0,
                     .key_len = (uint32_t)k->n, .value_len = v->n, .expire_ms = expire_ms,
-                    .version = new_version(), .created_ms = now_ms_real()};
+                    .version = new_version(), .created_ms = now_ms};
     size_t n = is_inline ? 0 : nblocks(v->n, B);
     uint64_t *keys = NULL;
     const void **blocks = NULL;
@@ -345,7 +378,7 @@ static int kv_store(srv *s, srv_tenant *t, const srv_arg *k, const srv_arg *v, u
     pthread_mutex_lock(mu);
     kv_meta old;
     int r = read_meta(s, t, k, m, buf, &old);
-    int live = r == KV_FOUND && !expired(&old, now_ms_real());
+    int live = r == KV_FOUND && !expired(&old, now_ms); /* the stripe wait is microseconds */
     if (r < 0 || ((flags & SET_NX) && live) || ((flags & SET_XX) && !live)) {
         pthread_mutex_unlock(mu);
         if (n)
@@ -418,7 +451,7 @@ static int kv_lookup(cmdctx *x, const srv_arg *k, int emit, kv_meta *meta_out, i
     for (int attempt = 0; attempt < 4; attempt++) {
         kv_meta meta;
         int mtier = KVT_TIER_DRAM;
-        int r = read_meta_t(s, t, k, m, buf, &meta, &mtier);
+        int r = read_meta_t(s, t, k, m, buf, &meta, &mtier, emit);
         if (r < 0) {
             ret = r;
             goto out;
@@ -468,7 +501,10 @@ static int kv_lookup(cmdctx *x, const srv_arg *k, int emit, kv_meta *meta_out, i
             }
             int worst = KVT_TIER_DRAM; /* a hit counts in the slowest tier it read */
             for (size_t i = 0; i < n; i++) {
+                const void *p;
                 kvt_tier tr = KVT_TIER_DRAM;
+                if (kvt_lease_block_ptr(l, i, &p) == 0)
+                    continue; /* in DRAM (no engine lock to ask) */
                 if (kvt_lease_block_tier(l, i, &tr) == 0 && (int)tr > worst && (int)tr < 4)
                     worst = (int)tr;
             }
@@ -614,7 +650,6 @@ void cmd_set(cmdctx *x)
     unsigned flags = 0;
     uint64_t exp = 0;
     int have_exp = 0;
-    uint64_t now = now_ms_real();
     for (int i = 3; i < x->argc; i++) {
         const srv_arg *o = &x->argv[i];
         long long n;
@@ -632,9 +667,9 @@ void cmd_set(cmdctx *x)
             }
             int bad;
             if (arg_eq(o, "EX"))
-                bad = add_ms(now, n, 1000, &exp);
+                bad = add_ms(now_ms_real(), n, 1000, &exp);
             else if (arg_eq(o, "PX"))
-                bad = add_ms(now, n, 1, &exp);
+                bad = add_ms(now_ms_real(), n, 1, &exp);
             else if (arg_eq(o, "EXAT"))
                 bad = add_ms(0, n, 1000, &exp);
             else
@@ -739,7 +774,7 @@ static int kv_set_expire(cmdctx *x, const srv_arg *k, uint64_t at_ms, unsigned c
     kv_meta meta;
     if (!buf)
         goto out;
-    int r = read_meta(s, t, k, m, buf, &meta);
+    int r = read_meta_t(s, t, k, m, buf, &meta, NULL, 1); /* keeps the inline value */
     uint64_t now = now_ms_real();
     if (r != KV_FOUND || expired(&meta, now)) {
         ret = r < 0 ? r : 0;

@@ -37,7 +37,7 @@ static ochunk *chunk_new(size_t cap)
     memset(ch, 0, sizeof(*ch));
     ch->kind = OC_BUF;
     ch->cap = cap;
-    ch->data = xmalloc(cap);
+    ch->own = ch->data = xmalloc(cap);
     return ch;
 }
 
@@ -50,12 +50,30 @@ static void chunk_push(outq *q, ochunk *ch)
     q->tail = ch;
 }
 
-static void chunk_free(ochunk *ch)
+void ochunk_free(ochunk *ch)
 {
     if (ch->kind == OC_STREAM && ch->lease)
         kvt_release(ch->lease);
-    free(ch->data);
+    free(ch->own);
+    free(ch->seg);
     free(ch);
+}
+
+int ochunk_iov(const ochunk *ch, struct iovec *iov, int max)
+{
+    if (ch->off >= ch->len || max <= 0)
+        return 0;
+    if (!ch->nseg) {
+        iov[0] = (struct iovec){ch->data + ch->off, ch->len - ch->off};
+        return 1;
+    }
+    size_t pos = ch->off;
+    int s = 0, n = 0;
+    while (pos >= ch->seg[s].iov_len) /* the run holding byte off */
+        pos -= ch->seg[s++].iov_len;
+    for (; s < ch->nseg && n < max; s++, pos = 0)
+        iov[n++] = (struct iovec){(char *)ch->seg[s].iov_base + pos, ch->seg[s].iov_len - pos};
+    return n;
 }
 
 void outq_free(outq *q)
@@ -63,7 +81,7 @@ void outq_free(outq *q)
     ochunk *ch = q->head;
     while (ch) {
         ochunk *n = ch->next;
-        chunk_free(ch);
+        ochunk_free(ch);
         ch = n;
     }
     q->head = q->tail = NULL;
@@ -219,27 +237,65 @@ void rp_bulk_stream(outq *q, kvt_lease *lease, size_t first, size_t nblocks, siz
     rp_raw(q, "\r\n", 2);
 }
 
-/* Copy the next window of a stream out of the engine (pinned blocks: no lock, a memcpy for
- * the DRAM tier). The window is a whole number of blocks, at least one. */
+/*
+ * Point the stream at its next window, a whole number of blocks, at least one. Blocks in DRAM
+ * go out from the engine's arena itself, nothing copied (kvt_lease_block_ptr; the lease pins
+ * them until the chunk is freed): the window is up to ZC_SEGS runs of blocks adjacent in the
+ * arena, ZC_WINDOW bytes at most, one writev (an 8 MiB value in a fresh arena is a few runs;
+ * a 128 KiB value whose slots churn scattered is 32 runs of 4 KiB, still one writev).
+ * Otherwise (the first block not in DRAM, or its copy not contiguous) the window's blocks are
+ * copied into the chunk's buffer (kvt_read_contig: a verified read from nvme/disk).
+ */
+#define ZC_WINDOW (4u << 20)
+#define ZC_SEGS 64
 int outq_refill(ochunk *ch)
 {
-    size_t per = STREAM_WINDOW / ch->block_bytes;
-    if (per == 0)
-        per = 1;
-    size_t k = ch->nblocks - ch->next_block;
-    if (k > per)
-        k = per;
-    if (k == 0)
+    size_t bb = ch->block_bytes, left = ch->nblocks - ch->next_block;
+    if (left == 0)
         return -ERANGE;
-    size_t need = k * ch->block_bytes;
-    if (ch->cap < need) {
-        free(ch->data);
-        ch->data = xmalloc(need);
-        ch->cap = need;
+    const void *p = NULL;
+    size_t k = 0;
+    ch->nseg = 0;
+    if (kvt_lease_block_ptr(ch->lease, ch->next_block, &p) == 0) {
+        if (!ch->seg)
+            ch->seg = xmalloc(ZC_SEGS * sizeof(*ch->seg));
+        size_t max = ZC_WINDOW / bb ? ZC_WINDOW / bb : 1;
+        for (; k < left && k < max; k++) {
+            if (k && kvt_lease_block_ptr(ch->lease, ch->next_block + k, &p))
+                break; /* not in DRAM: the next window copies it */
+            struct iovec *last = ch->nseg ? &ch->seg[ch->nseg - 1] : NULL;
+            if (last && (const char *)last->iov_base + last->iov_len == (const char *)p) {
+                last->iov_len += bb;
+            } else {
+                if (ch->nseg == ZC_SEGS)
+                    break;
+                ch->seg[ch->nseg++] = (struct iovec){(void *)p, bb};
+            }
+        }
+        size_t over = k * bb > ch->left ? k * bb - (size_t)ch->left : 0;
+        while (over) { /* the last block's padding past the value is not sent */
+            struct iovec *last = &ch->seg[ch->nseg - 1];
+            size_t cut = over < last->iov_len ? over : last->iov_len;
+            last->iov_len -= cut;
+            over -= cut;
+            if (!last->iov_len)
+                ch->nseg--;
+        }
+        ch->data = NULL;
+    } else {
+        size_t per = STREAM_WINDOW / bb ? STREAM_WINDOW / bb : 1;
+        k = left < per ? left : per;
+        if (ch->cap < k * bb) {
+            free(ch->own);
+            ch->own = xmalloc(k * bb);
+            ch->cap = k * bb;
+        }
+        int rc = kvt_read_contig(ch->lease, ch->next_block, k, ch->own, k * bb);
+        if (rc)
+            return rc;
+        ch->data = ch->own;
     }
-    int rc = kvt_read_contig(ch->lease, ch->next_block, k, ch->data, need);
-    if (rc)
-        return rc;
+    size_t need = k * bb;
     ch->next_block += k;
     ch->off = 0;
     ch->len = need < ch->left ? need : (size_t)ch->left;

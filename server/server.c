@@ -109,6 +109,10 @@ static struct {
     int jstop;
     int jobs_in_flight;
     uint64_t stop_deadline_ms;
+    /* monotonic ns at which the previous command of the current input batch ended (0: none
+     * yet): a pipelined command's latency starts there, one clock read per command instead
+     * of two (clock_gettime was 2-4 % of a pipelined SET's CPU on the development VM) */
+    uint64_t cmd_end_ns;
 } L;
 
 /* ---------------------------------------------------------------- small helpers */
@@ -358,13 +362,15 @@ static void run_command(srv_client *c)
     }
     cmdctx x = {.s = s, .c = c, .t = c->tenant, .resp = c->resp, .out = &c->out,
                 .argc = c->rq.argc, .argv = c->rq.argv, .on_worker = 0};
-    uint64_t t0 = now_ns_mono();
+    uint64_t t0 = L.cmd_end_ns ? L.cmd_end_ns : now_ns_mono();
     cmd->fn(&x);
     if (x.offload) { /* the command wants a worker (I/O on nvme/disk, a flush) */
+        L.cmd_end_ns = 0;
         submit_job(c, cmd);
         return;
     }
-    hist_observe(&s->hist[cmd->hclass], now_ns_mono() - t0);
+    L.cmd_end_ns = now_ns_mono();
+    hist_observe(&s->hist[cmd->hclass], L.cmd_end_ns - t0);
 }
 
 int cmd_offload(cmdctx *x)
@@ -408,6 +414,7 @@ static int process_input(srv_client *c)
 {
     srv *s = &L.s;
     int blocked = 0;
+    L.cmd_end_ns = 0; /* a batch's first command starts its own clock */
     for (;;) {
         if (c->busy || c->dead || c->close_after || c->out.bytes >= s->cfg.output_buffer_limit) {
             blocked = c->in_len > c->in_pos;
@@ -474,10 +481,10 @@ static int client_write(srv_client *c)
                     continue;
                 }
             }
-            iov[n].iov_base = ch->data + ch->off;
-            iov[n].iov_len = ch->len - ch->off;
-            tot += iov[n].iov_len;
-            n++;
+            int m = ochunk_iov(ch, iov + n, 64 - n);
+            for (int i = 0; i < m; i++)
+                tot += iov[n + i].iov_len;
+            n += m;
             if (ch->kind == OC_STREAM || tot >= budget)
                 break; /* refill a stream only when its window is sent */
         }
@@ -508,10 +515,7 @@ static int client_write(srv_client *c)
             c->out.head = ch->next;
             if (!c->out.head)
                 c->out.tail = NULL;
-            if (ch->kind == OC_STREAM && ch->lease)
-                kvt_release(ch->lease);
-            free(ch->data);
-            free(ch);
+            ochunk_free(ch);
         }
         if ((size_t)w < tot)
             return 0; /* socket full */
@@ -1051,6 +1055,8 @@ static int open_engine(srv *s)
         rc = kvt_options_set_dram_slot_bytes(o, s->cfg.kv_block_bytes);
     if (!rc)
         rc = kvt_options_set_hugepages(o, s->cfg.hugepages);
+    if (!rc)
+        rc = kvt_options_set_dram_prefault(o, s->cfg.dram_prefault);
     const srv_config *cf = &s->cfg;
     if (!rc && cf->data_dir[0]) {
         rc = kvt_options_set_data_dir(o, cf->data_dir);
@@ -1378,8 +1384,13 @@ static void embed_drain(srv_client *c, void (*sink)(void *, const void *, size_t
     while (c->out.head) {
         ochunk *ch = c->out.head;
         for (;;) {
-            if (ch->len > ch->off)
-                sink(ctx, ch->data + ch->off, ch->len - ch->off);
+            struct iovec iov[64];
+            int m;
+            while ((m = ochunk_iov(ch, iov, 64)) > 0)
+                for (int i = 0; i < m; i++) {
+                    sink(ctx, iov[i].iov_base, iov[i].iov_len);
+                    ch->off += iov[i].iov_len;
+                }
             ch->off = ch->len;
             if (ch->kind != OC_STREAM || !ch->left)
                 break;

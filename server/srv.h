@@ -103,6 +103,7 @@ typedef struct srv_config {
     uint64_t dram_bytes;
     uint64_t kv_block_bytes;  /* block (= DRAM slot) size of the "kv" namespaces */
     kvt_hugepages hugepages;
+    int dram_prefault; /* fault the DRAM arena in at start (kvt_options_set_dram_prefault) */
     int workers;
     int maxclients;
     int timeout_s;            /* idle timeout, 0 = none */
@@ -145,8 +146,13 @@ enum { OC_BUF = 0, OC_STREAM = 1 };
 typedef struct ochunk {
     struct ochunk *next;
     int kind;
-    char *data;
+    char *data; /* bytes [off, len) go out next, from here when nseg == 0 (data is own) */
+    char *own;  /* the chunk's heap buffer, cap bytes (NULL: none yet) */
     size_t off, len, cap;
+    /* OC_STREAM, a window sent in place: bytes [0, len) are the nseg runs seg[] of the
+     * engine's DRAM arena, borrowed through the lease (kvt_lease_block_ptr) */
+    struct iovec *seg;
+    int nseg;
     kvt_lease *lease;
     size_t next_block, nblocks, block_bytes;
     uint64_t left;
@@ -158,6 +164,9 @@ typedef struct outq {
 } outq;
 
 void outq_free(outq *q);
+void ochunk_free(ochunk *ch); /* its lease released, its buffers freed */
+/* Fill iov[0 .. return) with the chunk's unsent bytes [off, len), at most max entries. */
+int ochunk_iov(const ochunk *ch, struct iovec *iov, int max);
 void outq_splice(outq *dst, outq *src);
 int outq_refill(ochunk *ch); /* OC_STREAM: next window; 0 or an engine status */
 

@@ -73,6 +73,40 @@ expect 0 "^  data dir +$data " -- info --dram-bytes 64M --disk-bytes 256M --data
 expect 0 'read after restart +ok .*read from nvme' -- info --dram-bytes 64M --nvme-bytes 64M --disk-bytes 256M --data-dir "$data"
 expect 0 '"persistent": true' -- info --dram-bytes 64M --disk-bytes 256M --data-dir "$data" --json
 
+# probe: a small scratch file in a temp directory; the table, the drain time, the config.
+expect 0 '^usage: kvtier probe' -- probe --help
+expect 0 '^usage: kvtier probe' -- help probe
+expect 2 'nothing to probe' -- probe
+expect 2 "--size '12Q' is not a size" -- probe --nvme "$scratch" --size 12Q
+expect 2 '--qd 0: 1\.\.4096' -- probe --nvme "$scratch" --qd 0
+expect 2 '--block 1000: a multiple of 4 KiB' -- probe --nvme "$scratch" --block 1000
+expect 1 'nvme: .*no-such-dir is not a directory' -- probe --nvme "$scratch/no-such-dir" --no-gpu
+pdir=$scratch/probe
+rm -rf "$pdir" && mkdir -p "$pdir/nvme" "$pdir/disk"
+ini=$pdir/kv.ini
+printf 'port = 7000\nnvme_read_bandwidth = 1\n[tenant:alice]\nquota_dram = 1M\n' >"$ini"
+expect 0 '^nvme +[^ ]+/nvme +[0-9.]+ [KMGT]iB\* +[0-9]+\.[0-9]{3} +[0-9]+\.[0-9]{3} +[0-9.]+ (us|ms|s|min|h) +(O_DIRECT|buffered)' \
+    -- probe --nvme "$pdir/nvme" --disk "$pdir/disk" --size 8MiB --block 1MiB --qd 4 --write-config "$ini"
+grep -qE '^disk +[^ ]+/disk ' "$out" || { echo "FAIL: probe: no disk row" >&2; fails=$((fails + 1)); }
+grep -qE '^host<->GPU link: ' "$out" || grep -qE '^dram ' "$out" ||
+    { echo "FAIL: probe: no line about the host<->GPU link" >&2; fails=$((fails + 1)); }
+# the keys replaced or added in the server part, once each, the rest kept, no scratch left
+for k in nvme_read_bandwidth nvme_write_bandwidth disk_read_bandwidth disk_write_bandwidth; do
+    [[ $(grep -cE "^$k = [1-9][0-9]*\$" "$ini") == 1 ]] ||
+        { echo "FAIL: probe --write-config: $k not set once in $ini:" >&2; sed 's/^/  | /' "$ini" >&2; fails=$((fails + 1)); }
+done
+[[ $(sed -n 1p "$ini") == 'port = 7000' && $(grep -n '^\[tenant:alice\]' "$ini") == 6:* &&
+   $(tail -1 "$ini") == 'quota_dram = 1M' ]] ||
+    { echo "FAIL: probe --write-config changed other lines:" >&2; sed 's/^/  | /' "$ini" >&2; fails=$((fails + 1)); }
+[[ -z $(find "$pdir/nvme" "$pdir/disk" -mindepth 1) && ! -e $ini.probe-tmp ]] ||
+    { echo "FAIL: probe left files behind" >&2; fails=$((fails + 1)); }
+# the probe reads the service's configuration: its tiers, their capacities
+if grep -q "^  serve " <<<"$("$kvtier" --help)"; then
+    printf 'data_dir = %s\nnvme_bytes = 3GiB\ndisk_bytes = 1GiB\n' "$pdir" >"$pdir/svc.ini"
+    expect 0 '^nvme +[^ ]+/nvme +3\.00 GiB +[0-9.]+ +[0-9.]+ +[0-9.]+ (us|ms|s|min)' \
+        -- probe --config "$pdir/svc.ini" --size 4MiB --block 1MiB --no-gpu
+fi
+
 if ((fails)); then
     echo "test_cli: $fails check(s) failed" >&2
     exit 1

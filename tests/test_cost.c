@@ -688,6 +688,26 @@ static void test_plan_hand(void)
     util_alloc_fail_after(0);
     TU_CHECK_EQ(evict_plan_match(&cm, blk, 5, 0.5, &pl), -ENOMEM);
     util_alloc_fail_after(-1);
+
+    /* "Always load" (the reference without a plan), dram back to 100 B/s, no latency: every
+     * cached block loaded: b1 10 s + b2 1 s + b3 1 s = 12 s of loads against the suffix and
+     * b4: max(12, 1.5) = 12 s, worse than the plan's 2.5 s and than all-recompute (7.5 s). */
+    cm.tier[1].read_bw = 100;
+    cm.tier[1].latency_s = 0;
+    TU_CHECK_EQ(evict_plan_load_all(&cm, blk, 5, 0.5, &pl), 0);
+    const int all[5] = {1, 1, 1, 1, 0};
+    for (int i = 0; i < 5; i++)
+        TU_CHECK_EQ(blk[i].load, all[i]);
+    TU_NEAR(blk[1].time_s, 10, 1e-12);
+    TU_NEAR(pl.load_s, 12, 1e-12);
+    TU_NEAR(pl.compute_s, 1.5, 1e-12);
+    TU_NEAR(pl.total_s, 12, 1e-12);
+    TU_NEAR(pl.all_recompute_s, 7.5, 1e-12);
+    TU_CHECK_EQ(pl.n_load, 4);
+    TU_CHECK_EQ(pl.n_recompute, 1);
+    TU_CHECK_EQ(evict_plan_match(&cm, blk, 5, 0.5, &pl), 0);
+    TU_NEAR(pl.total_s, 2.5, 1e-12); /* the same blocks, planned */
+    TU_CHECK_EQ(evict_plan_load_all(&cm, blk, 5, -1, &pl), -EINVAL);
 }
 
 /* Against brute force over all 2^n load sets: the greedy is never worse than all-recompute,

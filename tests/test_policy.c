@@ -17,6 +17,20 @@
  *    (sim and a real data directory: persisted_blocks 0; lru persists every block). With
  *    Llama-3-70B (5 MiB blocks, recompute 4.6 ms), a "5m" hint lands on nvme (1.58e-6 $ vs
  *    DRAM 1.80e-6 $), its DRAM copy freed once persisted; a "30s" hint stays in DRAM.
+ *  - drain, online (marginal) model, the default, with nvme below DRAM (simulated, 2 MiB
+ *    blocks, DRAM 2 blocks): A stored at t=0, used at 1 s and 2 s (gap 1 s); B stored at
+ *    3 s; C at 4 s needs room. Both are on nvme (written through at put), so the DRAM
+ *    victim only loses its DRAM copy. lru demotes A (stalest). drain ranks by value density
+ *    (DRAM saving - nvme saving) × $/s / (bytes × t): A's t = max(1 s, idle 2 s) = 2 s, B's
+ *    t = the 300 s prior: B is demoted. At 5 s A is requested: a DRAM hit for drain, an
+ *    nvme hit for lru; both hit (same hit rate), and the load plan of drain's lease is
+ *    cheaper (DRAM 0.05 ms against lru's nvme load 0.80 ms, which the plan declines for the
+ *    0.52 ms recompute). Regression: before issue 4's fix drain's DRAM eviction demoted the
+ *    stalest persisted block whatever the pick (a scan of the DRAM list), i.e. A.
+ *  - regression (issue 4): an unbacked never-reused block is dropped, the hot block stays in
+ *    DRAM, a fresh block does not push a sooner-reused one out of a full nvme
+ *    (test_drain_drops_unbacked);
+ *    the real engine demotes under drain and reads everything back (test_drain_real_demotes).
  *  - pins and tenants: a pinned lfu victim is skipped; tenant B's puts never evict A's.
  *  - TTL: expired blocks are misses and are dropped when a match reaches them; the deadline
  *    slides with use.
@@ -74,6 +88,17 @@ static size_t peek1(kvt_ns *ns, uint64_t id)
     size_t m = 0;
     TU_CHECK_EQ(kvt_match_keys(ns, &id, 1, &m, NULL), 0);
     return m;
+}
+
+/* A history of reuse every second: id stored at t = 0, used at 1 s and 2 s (simulated clock). */
+static void put_used_twice(kvt_engine *e, kvt_ns *ns, uint64_t id)
+{
+    TU_CHECK_EQ(kvt_engine_set_clock(e, 1), 0);
+    TU_CHECK_EQ(put1(ns, id, NULL), 0);
+    TU_CHECK_EQ(kvt_engine_set_clock(e, 1 * SEC), 0);
+    TU_CHECK_EQ(hit1(ns, id), 1);
+    TU_CHECK_EQ(kvt_engine_set_clock(e, 2 * SEC), 0);
+    TU_CHECK_EQ(hit1(ns, id), 1);
 }
 
 static kvt_engine *open_small(const char *policy, int sim, uint64_t cap_blocks, uint64_t bb)
@@ -209,12 +234,7 @@ static void test_drain_victim(void)
         kvt_engine *e = open_small(pol[p], 1, 2, bb);
         kvt_ns *ns;
         TU_CHECK_EQ(kvt_ns_open(e, "m", "t", &l, KVT_NS_KEYS, &ns), 0);
-        TU_CHECK_EQ(kvt_engine_set_clock(e, 1), 0);
-        TU_CHECK_EQ(put1(ns, 'X', NULL), 0);
-        TU_CHECK_EQ(kvt_engine_set_clock(e, 1 * SEC), 0);
-        TU_CHECK_EQ(hit1(ns, 'X'), 1);
-        TU_CHECK_EQ(kvt_engine_set_clock(e, 2 * SEC), 0);
-        TU_CHECK_EQ(hit1(ns, 'X'), 1);
+        put_used_twice(e, ns, 'X');
         TU_CHECK_EQ(kvt_engine_set_clock(e, 100 * SEC), 0);
         TU_CHECK_EQ(put1(ns, 'Y', NULL), 0);
         TU_CHECK_EQ(kvt_engine_set_clock(e, 101 * SEC), 0);
@@ -425,6 +445,197 @@ static void test_ttl(void)
     printf("ttl: sliding deadline, expiry is a miss and drops the blocks\n");
 }
 
+/* Simulated DRAM + nvme engine, default (online) model, one key namespace of layout l. */
+static kvt_engine *open_sim_nvme(const char *pol, uint64_t dram_blocks, uint64_t nvme_blocks,
+                                 const kvt_layout *l, kvt_ns **ns)
+{
+    uint64_t bb = kvt_layout_block_bytes(l);
+    kvt_options *o;
+    kvt_engine *e;
+    TU_CHECK_EQ(kvt_options_create(&o), 0);
+    TU_CHECK_EQ(kvt_options_set_simulate(o, 1), 0);
+    TU_CHECK_EQ(kvt_options_set_dram_bytes(o, dram_blocks * bb), 0);
+    TU_CHECK_EQ(kvt_options_set_dram_slot_bytes(o, bb), 0);
+    TU_CHECK_EQ(kvt_options_set_policy(o, pol), 0);
+    TU_CHECK_EQ(kvt_options_set_tier(o, KVT_TIER_NVME, NULL, nvme_blocks * bb, 0), 0);
+    TU_CHECK_EQ(kvt_options_set_tier(o, KVT_TIER_DISK, NULL, 0, 0), 0);
+    TU_CHECK_EQ(kvt_engine_open(o, &e), 0);
+    kvt_options_destroy(o);
+    TU_CHECK_EQ(kvt_ns_open(e, "m", "t", l, KVT_NS_KEYS, ns), 0);
+    return e;
+}
+
+static kvt_tier tier1(kvt_ns *ns, uint64_t id)
+{
+    size_t m = 0;
+    kvt_lease *ls = NULL;
+    kvt_tier t = (kvt_tier)-1;
+    TU_CHECK_EQ(kvt_match_keys(ns, &id, 1, &m, &ls), 0);
+    TU_CHECK_EQ(m, 1);
+    TU_CHECK_EQ(kvt_lease_block_tier(ls, 0, &t), 0);
+    kvt_release(ls);
+    return t;
+}
+
+/* drain (online model) keeps the block lru demotes; same hit, cheaper plan (header) */
+static void test_drain_keeps_dram(void)
+{
+    kvt_layout l = lay_8b(16);
+    double total[2];
+    for (int p = 0; p < 2; p++) {
+        const char *pol = p ? "drain" : "lru";
+        kvt_ns *ns;
+        kvt_engine *e = open_sim_nvme(pol, 2, 64, &l, &ns);
+        put_used_twice(e, ns, 'A');
+        TU_CHECK_EQ(kvt_engine_set_clock(e, 3 * SEC), 0);
+        TU_CHECK_EQ(put1(ns, 'B', NULL), 0);
+        TU_CHECK_EQ(kvt_engine_set_clock(e, 4 * SEC), 0);
+        TU_CHECK_EQ(put1(ns, 'C', NULL), 0);
+        kvt_stats s = stats(e);
+        TU_CHECK_EQ(s.tier_blocks[KVT_TIER_NVME], 3); /* every block written through */
+        TU_CHECK_EQ(s.tier_blocks[KVT_TIER_DRAM], 2);
+        TU_CHECK_EQ(kvt_engine_set_clock(e, 5 * SEC), 0);
+        uint64_t id = 'A';
+        size_t m = 0;
+        kvt_lease *ls = NULL;
+        kvt_tier tier;
+        kvt_plan plan;
+        TU_CHECK_EQ(kvt_match_keys(ns, &id, 1, &m, &ls), 0);
+        TU_CHECK_EQ(m, 1); /* a hit under both policies */
+        TU_CHECK_EQ(kvt_lease_block_tier(ls, 0, &tier), 0);
+        TU_CHECK_EQ(tier, p ? KVT_TIER_DRAM : KVT_TIER_NVME);
+        TU_CHECK_EQ(kvt_lease_plan(ls, NULL, 0, &plan, NULL), 0);
+        total[p] = plan.total_s;
+        kvt_release(ls);
+        /* B is the one drain moved out of DRAM */
+        id = 'B';
+        TU_CHECK_EQ(kvt_match_keys(ns, &id, 1, &m, &ls), 0);
+        TU_CHECK_EQ(m, 1);
+        TU_CHECK_EQ(kvt_lease_block_tier(ls, 0, &tier), 0);
+        TU_CHECK_EQ(tier, p ? KVT_TIER_NVME : KVT_TIER_DRAM);
+        kvt_release(ls);
+        kvt_engine_close(e);
+        printf("sim %s (online model): A from %s, plan %.3f ms\n", pol, p ? "dram" : "nvme",
+               total[p] * 1e3);
+    }
+    TU_CHECK(total[1] < 0.5 * total[0]);
+}
+
+/*
+ * Regression (issue 4, drain lost DRAM hits to lru on the Mooncake trace): DRAM 2 blocks,
+ * nvme 1 (2 MiB blocks). A put at 0 s; B put at 1 s: its write-through evicts A's nvme copy
+ * (A stays in DRAM, now backed by nothing); B used at 2 s and 3 s (gap 1 s); C put at 4 s
+ * needs DRAM room. drain's pick is A (never reused: t = the 300 s prior, density 0.52 ms /
+ * 300 s against B's 0.31 ms / 1 s): A is dropped. C is not written through: the full nvme
+ * would push out B, expected back in 1 s, for C's 300 s prior (C stays in DRAM, unbacked).
+ * The old rule skipped an unbacked pick and demoted the stalest persisted block, B: the hot
+ * block was then served from nvme. At 5 s B must be a DRAM hit, C cached, A gone.
+ */
+static void test_drain_drops_unbacked(void)
+{
+    kvt_layout l = lay_8b(16);
+    kvt_ns *ns;
+    kvt_engine *e = open_sim_nvme("drain", 2, 1, &l, &ns);
+    TU_CHECK_EQ(kvt_engine_set_clock(e, 1), 0);
+    TU_CHECK_EQ(put1(ns, 'A', NULL), 0);
+    TU_CHECK_EQ(kvt_engine_set_clock(e, 1 * SEC), 0);
+    TU_CHECK_EQ(put1(ns, 'B', NULL), 0);
+    kvt_stats s = stats(e);
+    TU_CHECK_EQ(s.tier_blocks[KVT_TIER_NVME], 1); /* B's; A's copy was evicted */
+    TU_CHECK_EQ(s.tier_blocks[KVT_TIER_DRAM], 2);
+    TU_CHECK_EQ(kvt_engine_set_clock(e, 2 * SEC), 0);
+    TU_CHECK_EQ(hit1(ns, 'B'), 1);
+    TU_CHECK_EQ(kvt_engine_set_clock(e, 3 * SEC), 0);
+    TU_CHECK_EQ(hit1(ns, 'B'), 1);
+    TU_CHECK_EQ(kvt_engine_set_clock(e, 4 * SEC), 0);
+    TU_CHECK_EQ(put1(ns, 'C', NULL), 0);
+    TU_CHECK_EQ(kvt_engine_set_clock(e, 5 * SEC), 0);
+    TU_CHECK_EQ(peek1(ns, 'A'), 0);
+    TU_CHECK_EQ(tier1(ns, 'B'), KVT_TIER_DRAM);
+    TU_CHECK_EQ(peek1(ns, 'C'), 1);
+    s = stats(e);
+    TU_CHECK_EQ(s.persisted_blocks, 2); /* A, B; C refused (B is expected back sooner) */
+    TU_CHECK_EQ(s.tier_blocks[KVT_TIER_NVME], 1);
+    /* At 400 s B has idled 397 s, longer than the prior: D is written through, pushing B
+     * out of nvme (B lost its DRAM copy to D first: lower density than unbacked C). */
+    TU_CHECK_EQ(kvt_engine_set_clock(e, 400 * SEC), 0);
+    TU_CHECK_EQ(put1(ns, 'D', NULL), 0);
+    s = stats(e);
+    TU_CHECK_EQ(s.persisted_blocks, 3);
+    TU_CHECK_EQ(peek1(ns, 'B'), 0);
+    TU_CHECK_EQ(peek1(ns, 'C'), 1);
+    TU_CHECK_EQ(tier1(ns, 'D'), KVT_TIER_DRAM);
+    kvt_engine_close(e);
+    printf("sim drain (online model): unbacked A dropped, hot B kept in DRAM and on nvme\n");
+}
+
+/* The real engine (a data directory, O_DIRECT nvme) under drain's DRAM eviction: 12 blocks
+ * through a DRAM of 4, flushed between chunks so that each eviction finds persisted blocks to
+ * demote; every block still matches and reads back its own bytes, from DRAM or nvme. */
+static void test_drain_real_demotes(void)
+{
+    kvt_layout l = lay_8b(16);
+    uint64_t bb = kvt_layout_block_bytes(&l);
+    char *dir = tmpdir("real-demote");
+    kvt_options *o;
+    kvt_engine *e;
+    kvt_ns *ns;
+    TU_CHECK_EQ(kvt_options_create(&o), 0);
+    TU_CHECK_EQ(kvt_options_set_dram_bytes(o, 4 * bb), 0);
+    TU_CHECK_EQ(kvt_options_set_hugepages(o, KVT_HUGEPAGES_OFF), 0);
+    TU_CHECK_EQ(kvt_options_set_cuda_pin(o, 0), 0);
+    TU_CHECK_EQ(kvt_options_set_policy(o, "drain"), 0);
+    TU_CHECK_EQ(kvt_options_set_data_dir(o, dir), 0);
+    TU_CHECK_EQ(kvt_options_set_io_force_pool(o, 1), 0);
+    TU_CHECK_EQ(kvt_options_set_tier(o, KVT_TIER_NVME, NULL, 64 * bb, 0), 0);
+    TU_CHECK_EQ(kvt_options_set_tier(o, KVT_TIER_DISK, NULL, 0, 0), 0);
+    int rc = kvt_engine_open(o, &e);
+    kvt_options_destroy(o);
+    if (rc == -EINVAL || rc == -EOPNOTSUPP)
+        TU_SKIP("no persistent engine here (%s)", kvt_strerror(rc));
+    TU_CHECK_EQ(rc, 0);
+    TU_CHECK_EQ(kvt_ns_open(e, "m", "t", &l, KVT_NS_KEYS, &ns), 0);
+    enum { N = 12 };
+    uint64_t keys[N];
+    char *buf = malloc(N * bb), *got = malloc(bb);
+    TU_CHECK(buf && got);
+    const void *blk[N];
+    for (unsigned i = 0; i < N; i++) {
+        keys[i] = 1000 + i;
+        memset(buf + i * bb, (int)(i + 1), bb);
+        blk[i] = buf + i * bb;
+    }
+    for (unsigned c = 0; c < N; c += 4) { /* one chain, 4 blocks per put */
+        size_t st = 0;
+        TU_CHECK_EQ(kvt_put_keys(ns, keys, c + 4, blk, &st), 0);
+        TU_CHECK_EQ(kvt_flush(e), 0);
+    }
+    size_t m = 0;
+    kvt_lease *ls = NULL;
+    TU_CHECK_EQ(kvt_match_keys(ns, keys, N, &m, &ls), 0);
+    TU_CHECK_EQ(m, N);
+    unsigned on_nvme = 0;
+    for (unsigned i = 0; i < N; i++) {
+        kvt_tier t;
+        void *dst[1] = {got};
+        TU_CHECK_EQ(kvt_lease_block_tier(ls, i, &t), 0);
+        on_nvme += t == KVT_TIER_NVME;
+        TU_CHECK_EQ(kvt_read(ls, i, 1, dst), 0);
+        TU_CHECK(memcmp(got, buf + i * bb, bb) == 0);
+    }
+    kvt_release(ls);
+    kvt_stats s = stats(e);
+    TU_CHECK(on_nvme >= N - 4);
+    TU_CHECK(s.demotions >= N - 4);
+    TU_CHECK_EQ(s.blocks_evicted, 0);
+    TU_CHECK_EQ(kvt_engine_close(e), 0);
+    rmdir_r(dir);
+    free(buf);
+    free(got);
+    printf("real drain: %u of %d blocks read back from nvme after demotion, all verified\n",
+           on_nvme, N);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -435,6 +646,9 @@ int main(void)
     test_drain_victim();
     test_drain_skip_wt();
     test_drain_ttl_placement();
+    test_drain_keeps_dram();
+    test_drain_drops_unbacked();
+    test_drain_real_demotes();
     test_ttl();
     printf("test_policy: ok\n");
     return 0;

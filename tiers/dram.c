@@ -21,6 +21,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#if defined(__x86_64__) && defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "util/util.h"
 
@@ -272,6 +275,32 @@ void dram_free(dram_tier *t, uint32_t head)
     t->n_free += len;
 }
 
+/*
+ * Copy n bytes to the arena at dst (64-byte aligned: slots are multiples of 64 from a
+ * page-aligned base). x86-64: whole 64-byte lines with non-temporal stores, which write the
+ * line without first reading it into the cache (a plain copy's read-for-ownership doubles the
+ * memory traffic into cold arena pages: a put's slots are cold, the write-through or a later
+ * GET reads them from memory anyway), then the tail with memcpy. The caller fences.
+ */
+static void arena_copy(unsigned char *dst, const unsigned char *src, uint64_t n)
+{
+#if defined(__x86_64__) && defined(__SSE2__)
+    uint64_t lines = n / 64;
+    for (uint64_t i = 0; i < lines; i++, dst += 64, src += 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)src);
+        __m128i b = _mm_loadu_si128((const __m128i *)(src + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(src + 32));
+        __m128i d = _mm_loadu_si128((const __m128i *)(src + 48));
+        _mm_stream_si128((__m128i *)dst, a);
+        _mm_stream_si128((__m128i *)(dst + 16), b);
+        _mm_stream_si128((__m128i *)(dst + 32), c);
+        _mm_stream_si128((__m128i *)(dst + 48), d);
+    }
+    n -= lines * 64;
+#endif
+    memcpy(dst, src, n);
+}
+
 void dram_write(dram_tier *t, uint32_t head, const void *src, uint64_t bytes)
 {
     const unsigned char *p = src;
@@ -279,10 +308,13 @@ void dram_write(dram_tier *t, uint32_t head, const void *src, uint64_t bytes)
     for (uint32_t s = head; bytes; s = t->next[s]) {
         assert(s < t->n_slots && t->next[s] != DRAM_FREE);
         uint64_t n = bytes < sb ? bytes : sb;
-        memcpy(t->base + (uint64_t)s * sb, p, n);
+        arena_copy(t->base + (uint64_t)s * sb, p, n);
         p += n;
         bytes -= n;
     }
+#if defined(__x86_64__) && defined(__SSE2__)
+    _mm_sfence(); /* the streamed lines are visible before the caller publishes the block */
+#endif
 }
 
 void dram_read(const dram_tier *t, uint32_t head, void *dst, uint64_t bytes)
@@ -293,6 +325,56 @@ void dram_read(const dram_tier *t, uint32_t head, void *dst, uint64_t bytes)
         assert(s < t->n_slots && t->next[s] != DRAM_FREE);
         uint64_t n = bytes < sb ? bytes : sb;
         memcpy(p, t->base + (uint64_t)s * sb, n);
+        p += n;
+        bytes -= n;
+    }
+}
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+int dram_prefault(dram_tier *t)
+{
+    uint64_t len = t->capacity < t->map_bytes ? t->capacity : t->map_bytes;
+    long page = sysconf(_SC_PAGESIZE);
+    if (!t->base || len == 0)
+        return 0;
+    if (page <= 0)
+        page = 4096;
+    len = round_up(len, (uint64_t)page);
+    if (madvise(t->base, len, MADV_POPULATE_WRITE) == 0)
+        return 0;
+    if (errno != EINVAL) /* ENOMEM, EFAULT, EHWPOISON: not all of it can be had */
+        return -ENOMEM;
+    for (uint64_t off = 0; off < len; off += (uint64_t)page) /* kernel without POPULATE_WRITE */
+        ((volatile unsigned char *)t->base)[off] = 0;
+    return 0;
+}
+
+const void *dram_chain_ptr(const dram_tier *t, uint32_t head, uint64_t bytes)
+{
+    uint64_t sb = t->slot_bytes;
+    uint32_t s = head;
+    assert(s < t->n_slots && t->next[s] != DRAM_FREE);
+    for (uint64_t have = sb; have < bytes; have += sb, s++)
+        if (t->next[s] != s + 1)
+            return NULL;
+    return t->base + (uint64_t)head * sb;
+}
+
+void dram_read_at(const dram_tier *t, uint32_t head, uint64_t offset, void *dst, uint64_t bytes)
+{
+    uint64_t sb = t->slot_bytes;
+    uint32_t s = head;
+    for (; offset >= sb; offset -= sb) { /* whole slots before the range */
+        assert(s < t->n_slots && t->next[s] != DRAM_FREE);
+        s = t->next[s];
+    }
+    for (unsigned char *p = dst; bytes; s = t->next[s], offset = 0) {
+        assert(s < t->n_slots && t->next[s] != DRAM_FREE);
+        uint64_t n = bytes < sb - offset ? bytes : sb - offset;
+        memcpy(p, t->base + (uint64_t)s * sb + offset, n);
         p += n;
         bytes -= n;
     }

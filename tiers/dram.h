@@ -33,6 +33,12 @@ typedef struct dram_tier dram_tier;
  * or 0 to set it later. Returns 0, -EINVAL, -ENOMEM. */
 int dram_open(uint64_t capacity, uint64_t slot_bytes, kvt_hugepages mode, dram_tier **out);
 void dram_close(dram_tier *t);
+/* Fault in the whole arena now (writable, zero-filled): MADV_POPULATE_WRITE, or a write to
+ * every page where the kernel lacks it (< 5.14). The first touch of a fresh 4 KiB slot (a
+ * 2 MiB page under THP) otherwise costs a page fault and the kernel's zeroing on the path of
+ * the put that takes it. Returns 0, or -ENOMEM (the memory is not there: the pages faulted so
+ * far stay). Not for a virtual tier. */
+int dram_prefault(dram_tier *t);
 /* Slot accounting only (the engine's data-free simulation): the same allocator with no arena
  * mapped (dram_base() is NULL; dram_write/dram_read must not be called). Same errors. */
 int dram_open_virtual(uint64_t capacity, uint64_t slot_bytes, dram_tier **out);
@@ -52,6 +58,11 @@ void dram_free(dram_tier *t, uint32_t head);
 /* Copy bytes into / out of the chain starting at head (bytes <= its allocation). */
 void dram_write(dram_tier *t, uint32_t head, const void *src, uint64_t bytes);
 void dram_read(const dram_tier *t, uint32_t head, void *dst, uint64_t bytes);
+/* The address of the chain at head when its first `bytes` bytes are one contiguous run of
+ * the arena (every slot's successor is the next slot), else NULL. */
+const void *dram_chain_ptr(const dram_tier *t, uint32_t head, uint64_t bytes);
+/* Copy bytes [offset, offset + bytes) of the chain at head (which must hold them) to dst. */
+void dram_read_at(const dram_tier *t, uint32_t head, uint64_t offset, void *dst, uint64_t bytes);
 
 uint64_t dram_capacity(const dram_tier *t); /* whole slots, bytes (0 while unset) */
 uint64_t dram_used(const dram_tier *t);     /* slots in use * slot_bytes */

@@ -182,6 +182,18 @@ int kvt_options_set_dram_slot_bytes(kvt_options *opts, uint64_t slot_bytes);
 int kvt_options_set_hugepages(kvt_options *opts, kvt_hugepages mode);
 
 /**
+ * Fault the whole DRAM arena in at kvt_engine_open (off by default): the engine then holds
+ * dram_bytes of resident memory from the start, and open takes the time the kernel needs to
+ * zero it (4 GiB took 18 s on a loaded 2-vCPU VM), instead of every put that takes a fresh slot
+ * paying a page fault and that zeroing (under THP, 2 MiB at a time). For a dedicated cache
+ * server that is to run at its steady-state speed from the first request. No effect in
+ * simulation. kvt_engine_open fails with -ENOMEM when the memory cannot be had.
+ * @param[in] on  nonzero: prefault; 0: fault on first touch (the default).
+ * @return 0; -EINVAL if opts is NULL.
+ */
+int kvt_options_set_dram_prefault(kvt_options *opts, int on);
+
+/**
  * Register the DRAM arena with CUDA (page-locked, for fast DMA) when a GPU is present and the
  * library was built with CUDA. On by default. Without a GPU it is silently skipped.
  * @return 0; -EINVAL.
@@ -452,6 +464,45 @@ int kvt_read(kvt_lease *lease, size_t first, size_t n, void *const *dst);
 int kvt_read_contig(kvt_lease *lease, size_t first, size_t n, void *dst, size_t dst_bytes);
 
 /**
+ * Copy bytes [offset, offset + len) of the lease's block `block` into dst: a part of one
+ * block, for callers that keep small records at the start of a block (a key-value store's
+ * 100-byte value in a 4 KiB block) and would otherwise copy the whole block to read them.
+ * Same rules as kvt_read() for that block: no engine lock, the lease's pin keeps the bytes
+ * stable; a DRAM copy is read in place (only len bytes are touched); a block not in DRAM is
+ * read whole from nvme (else disk), verified against its checksum and promoted as by
+ * kvt_read(), then the range is copied. Ranges of one block read under one lease are
+ * consistent with each other (the same stored bytes).
+ *
+ * @param[in]  lease   a lease from kvt_match() or kvt_match_keys().
+ * @param[in]  block   block index within the lease.
+ * @param[in]  offset  first byte within the block.
+ * @param[out] dst     len bytes; may not overlap the engine's memory. May be NULL if len == 0.
+ * @param[in]  len     bytes to copy; offset + len <= kvt_layout_block_bytes().
+ * @return 0; -EINVAL (NULL lease, NULL dst with len > 0); -ERANGE (block >= the lease's
+ *         blocks); KVT_ESIZE (offset + len beyond the block); as kvt_read() for a block read
+ *         from nvme or disk (KVT_ECORRUPT, -EIO, -ENOMEM); -ENODATA in simulation.
+ */
+int kvt_read_range(kvt_lease *lease, size_t block, size_t offset, void *dst, size_t len);
+
+/**
+ * The address of the lease's block i in the engine's DRAM tier, for reading it in place (a
+ * server that sends a value from the cache with writev, no copy): valid, and its bytes
+ * unchanged, until kvt_release(lease). Only a block that had a DRAM copy when the lease was
+ * taken and whose copy is one contiguous run of the arena (always so when the DRAM slot size
+ * is at least the block size); otherwise -ENOENT, and kvt_read() is the way to read it (a
+ * block on nvme or disk is never handed out unverified). Not counted in kvt_stats'
+ * bytes_read (the engine does not see what is read). The memory is the engine's: never
+ * write to it.
+ *
+ * @param[in]  lease  a lease from kvt_match() or kvt_match_keys().
+ * @param[in]  i      block index within the lease.
+ * @param[out] ptr    the block's kvt_layout_block_bytes() bytes; NULL on failure.
+ * @return 0; -EINVAL (NULL lease or ptr); -ERANGE (i >= the lease's blocks); -ENOENT (no
+ *         contiguous DRAM copy, or in simulation).
+ */
+int kvt_lease_block_ptr(kvt_lease *lease, size_t i, const void **ptr);
+
+/**
  * The fastest tier holding the lease's block i now (KVT_TIER_HBM when it has an HBM copy,
  * else KVT_TIER_DRAM, KVT_TIER_NVME or KVT_TIER_DISK; a promotion may move it up while the
  * lease is held).
@@ -493,6 +544,11 @@ int kvt_prefetch_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys);
  * persisted (demotion: they stay cached on nvme/disk); when every candidate still waits for
  * the write-through, the put waits for it (see kvt_options_set_backpressure_ms) before
  * dropping unpersisted blocks. New blocks are queued for write-through once visible.
+ * A put of more new blocks than DRAM (or the tenant's DRAM quota) has room for: with a data
+ * directory the blocks that fit are made visible and queued, and the put goes on with the
+ * rest, waiting for the write-through as above so that the earlier ones can leave DRAM for
+ * nvme/disk (it stops with -ENOSPC only when the tiers below cannot hold the sequence
+ * either); without a data directory it stops at the first block that finds no room.
  * In simulation blocks may be NULL (no bytes are stored). Blocks are stored in order; the put stops at the first block that cannot be
  * stored and returns why, leaving the blocks before it cached.
  * When another thread is storing the same prefix at the same time, the put stops where that
