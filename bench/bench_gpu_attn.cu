@@ -7,7 +7,11 @@
  * and extend rows (q new tokens per sequence after a cached prefix of L - q; TFLOP/s =
  * 4*D*Hq*(keys attended, causal) / time).
  *
- *   bench_gpu_attn [--quick] [--reps 20] [--bt 16] [--hq 32] [--hkv 8]
+ *   bench_gpu_attn [--quick] [--reps 20] [--bt 16] [--hq 32] [--hkv 8] [--sweep] [--launch]
+ *
+ * --launch: a single call's time taken apart (launch_mode): host time of the call, events
+ * around one call, the same with the host's submission hidden, back to back; next to an
+ * empty kernel (the floor) and for 1x4k under other (splits, cluster, warps).
  *
  * Shape: Llama-3-8B (32 query heads over 8 KV heads, head_dim 128, bf16), block_tokens 16
  * (--bt), random block permutation. KV bytes = B*L*8*128*2*2 per layer; TB/s = KV bytes /
@@ -180,6 +184,233 @@ struct cfg {
     uint32_t B, L, qlen; /* qlen > 1: an extend (prefix hit) call */
 };
 
+/* --launch: where a single call's time goes. */
+__global__ void empty_kernel() {}
+struct param144 { /* the size of gpu/attn_int.h's attn_kparams, which gpu_attn_run passes */
+    uint64_t w[18];
+};
+__global__ void empty_param_kernel(const param144 p)
+{
+    if (p.w[0] == 1) /* never: the parameter is used, so it is passed */
+        asm volatile("trap;");
+}
+
+/* 1x4k's launch shape: grid 8x8, 256 threads, clusters of 8 (at: one attribute). */
+static cudaLaunchConfig_t cluster8_shape(cudaLaunchAttribute *at, int smem, cudaStream_t st)
+{
+    cudaLaunchConfig_t lc = {};
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = 8;
+    at[0].val.clusterDim.y = 1;
+    at[0].val.clusterDim.z = 1;
+    lc.gridDim = dim3(8, 8, 1);
+    lc.blockDim = dim3(256);
+    lc.dynamicSmemBytes = smem;
+    lc.stream = st;
+    lc.attrs = at;
+    lc.numAttrs = 1;
+    return lc;
+}
+
+/* Host time of one f(), averaged over n calls (nothing is launched by f). */
+template <typename F> static double host_avg_us(F f, int n)
+{
+    const uint64_t t0 = bu_now_ns();
+    for (int i = 0; i < n; i++)
+        f();
+    return (bu_now_ns() - t0) / 1e3 / n;
+}
+__global__ void spin_kernel(uint64_t ns) /* holds the stream for ns (globaltimer) */
+{
+    uint64_t t0, t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    do {
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    } while (t - t0 < ns);
+}
+
+struct lstat {
+    double host_us, one_us, gpu_us, b2b_us; /* medians */
+};
+
+/* host = wall time of the call f() alone; one = events around one call (idle GPU: the
+ * host's submission + the GPU's launch + the run); gpu = the same events with the stream
+ * held by a 100 us spin kernel, so the host has submitted before the GPU reaches event a
+ * (the launch and run on the GPU alone); b2b = per call of 20 back to back. */
+template <typename F> static lstat launch_stat(F f, int reps, cudaStream_t st)
+{
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    for (int w = 0; w < 5; w++)
+        f(w);
+    CK(cudaStreamSynchronize(st));
+    double *h = (double *)malloc(reps * sizeof(double)), *o = (double *)malloc(reps * sizeof(double));
+    double *g = (double *)malloc(reps * sizeof(double)), *bb = (double *)malloc(reps * sizeof(double));
+    /* us between events a and b recorded around body() */
+    auto timed = [&](auto body) {
+        float ms;
+        CK(cudaEventRecord(a, st));
+        body();
+        CK(cudaEventRecord(b, st));
+        CK(cudaEventSynchronize(b));
+        CK(cudaEventElapsedTime(&ms, a, b));
+        return ms * 1e3;
+    };
+    for (int r = 0; r < reps; r++) {
+        o[r] = timed([&] {
+            const uint64_t t0 = bu_now_ns();
+            f(r);
+            h[r] = (bu_now_ns() - t0) / 1e3;
+        });
+        spin_kernel<<<1, 1, 0, st>>>(100000);
+        g[r] = timed([&] { f(r); });
+        bb[r] = timed([&] {
+                    for (int i = 0; i < 20; i++)
+                        f(r * 20 + i);
+                }) / 20;
+    }
+    lstat s = {bu_quantile(h, reps, 0.5), bu_quantile(o, reps, 0.5), bu_quantile(g, reps, 0.5),
+               bu_quantile(bb, reps, 0.5)};
+    free(h), free(o), free(g), free(bb);
+    CK(cudaEventDestroy(a));
+    CK(cudaEventDestroy(b));
+    return s;
+}
+
+static void print_lstat(const char *what, lstat s)
+{
+    printf("launch  %-58s host %6.2f  1call %6.2f  gpu %6.2f  b2b %6.2f us\n", what, s.host_us,
+           s.one_us, s.gpu_us, s.b2b_us);
+    fflush(stdout);
+}
+
+/* The floor (an empty kernel, plain and in 1x4k's launch shape), then gpu_attn_run decode
+ * at B=1 (Llama-3-8B heads, bf16, block 16, 8 layers rotated) for L = 16 and 4096, and
+ * 1x4k under other (splits, cluster, warps). */
+static void launch_mode(int reps, cudaStream_t st)
+{
+    print_lstat("empty kernel <<<1,32>>>",
+                launch_stat([&](int) { empty_kernel<<<1, 32, 0, st>>>(); }, reps, st));
+    const int smem8 = 8 * 3 * 2 * 16 * 128 * 2 + (8 * 128 + 16) * 4; /* decode_smem<128, 8> */
+    CK(cudaFuncSetAttribute(empty_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem8));
+    print_lstat("empty kernel <<<64,256,196KiB>>>", launch_stat([&](int) {
+                    empty_kernel<<<64, 256, smem8, st>>>();
+                }, reps, st));
+    print_lstat("empty kernel, cudaLaunchKernelEx cluster 8, grid 8x8, 256, 196KiB",
+                launch_stat(
+                    [&](int) {
+                        cudaLaunchAttribute at[1];
+                        const cudaLaunchConfig_t lc = cluster8_shape(at, smem8, st);
+                        CK(cudaLaunchKernelEx(&lc, empty_kernel));
+                    },
+                    reps, st));
+    const param144 pz = {};
+    CK(cudaFuncSetAttribute(empty_param_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem8));
+    print_lstat("empty kernel, 144-byte parameter <<<64,256,196KiB>>>",
+                launch_stat([&](int) { empty_param_kernel<<<64, 256, smem8, st>>>(pz); }, reps, st));
+    print_lstat("empty kernel, 144-byte parameter, LaunchKernelEx cluster 8",
+                launch_stat(
+                    [&](int) {
+                        cudaLaunchAttribute at[1];
+                        const cudaLaunchConfig_t lc = cluster8_shape(at, smem8, st);
+                        CK(cudaLaunchKernelEx(&lc, empty_param_kernel, pz));
+                    },
+                    reps, st));
+    int dv = 0;
+    printf("launch  host only: cudaGetDevice %.3f us per call\n",
+           host_avg_us([&] { CK(cudaGetDevice(&dv)); }, 100000));
+    const uint32_t Hq = 32, H = 8, D = 128, bt = 16, layers = 8, Ls[2] = {16, 4096};
+    for (uint32_t L : Ls) {
+        const uint32_t nb = (L + bt - 1) / bt;
+        const size_t slab = (size_t)layers * 2 * bt * H * D;
+        void *pool, *q, *out, *ws;
+        CK(cudaMalloc(&pool, slab * nb * 2));
+        fill(pool, slab * nb, 5, st);
+        CK(cudaMalloc(&q, (size_t)Hq * D * 2));
+        CK(cudaMalloc(&out, (size_t)Hq * D * 2));
+        fill(q, (size_t)Hq * D, 6, st);
+        const size_t wsb = (size_t)Hq * 64 * (D + 1) * 4;
+        CK(cudaMalloc(&ws, wsb));
+        int32_t *perm = (int32_t *)malloc(nb * 4), hdr[3] = {0, (int32_t)nb, (int32_t)L};
+        for (uint32_t i = 0; i < nb; i++)
+            perm[i] = (int32_t)i;
+        for (uint32_t i = nb - 1; i > 0; i--) {
+            const uint32_t j = (uint32_t)(xr() % (i + 1));
+            const int32_t t = perm[i];
+            perm[i] = perm[j];
+            perm[j] = t;
+        }
+        int32_t *dperm, *dhdr;
+        CK(cudaMalloc(&dperm, nb * 4));
+        CK(cudaMalloc(&dhdr, 3 * 4));
+        CK(cudaMemcpy(dperm, perm, nb * 4, cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(dhdr, hdr, 3 * 4, cudaMemcpyHostToDevice));
+        gpu_attn_params p;
+        memset(&p, 0, sizeof p);
+        p.dtype = KVT_DTYPE_BF16;
+        p.num_qo_heads = Hq;
+        p.num_kv_heads = H;
+        p.head_dim = D;
+        p.block_tokens = bt;
+        p.layers = layers;
+        p.num_blocks = nb;
+        p.num_seqs = 1;
+        p.q = q;
+        p.out = out;
+        p.pool = pool;
+        p.kv_indptr = dhdr;
+        p.kv_indices = dperm;
+        p.kv_lens = dhdr + 2;
+        gpu_attn_plan plan;
+        CKR(gpu_attn_plan_make(&p, 1, 1, L, 0, &plan));
+        gpu_attn_plan bad = plan;
+        bad.num_splits = 0;
+        printf("launch  host only: gpu_attn_run refused after its checks (plan with 0 splits) "
+               "%.3f us per call\n",
+               host_avg_us([&] { (void)gpu_attn_run(&p, &bad, ws, wsb, st); }, 100000));
+        struct {
+            uint32_t s, cl, w;
+        } vs[] = {{0, 0, 0}, {8, 8, 4}, {16, 16, 4}, {16, 16, 8}, {12, 12, 8}, {12, 12, 4},
+                  {16, 8, 8}, {32, 16, 4}};
+        for (size_t vi = 0; vi < (L == 4096 ? sizeof vs / sizeof vs[0] : 1); vi++) {
+            gpu_attn_plan pl = plan;
+            if (vi) {
+                const uint32_t s = vs[vi].s;
+                pl.num_splits = s;
+                pl.chunk_tokens = ((L + s - 1) / s + 15) & ~15u;
+                pl.cluster = vs[vi].cl;
+                pl.warps = vs[vi].w;
+                pl.workspace_bytes = s / pl.cluster > 1 ? (size_t)Hq * (s / pl.cluster) * (D + 1) * 4 : 0;
+                const int rc = gpu_attn_run(&p, &pl, ws, wsb, st);
+                const cudaError_t e = cudaStreamSynchronize(st);
+                if (rc || e != cudaSuccess) {
+                    cudaGetLastError();
+                    printf("launch  gpu_attn_run B=1 L=%u splits %u cluster %u warps %u: fail (%d, %s)\n",
+                           L, s, pl.cluster, pl.warps, rc, cudaGetErrorString(e));
+                    continue;
+                }
+            }
+            char what[96];
+            snprintf(what, sizeof what, "gpu_attn_run B=1 L=%u splits %u cluster %u warps %u%s", L,
+                     pl.num_splits, pl.cluster, pl.warps, vi ? "" : " (plan)");
+            print_lstat(what, launch_stat(
+                                  [&](int r) {
+                                      p.layer = (uint32_t)r % layers;
+                                      CKR(gpu_attn_run(&p, &pl, ws, wsb, st));
+                                  },
+                                  reps, st));
+        }
+        CK(cudaFree(pool));
+        CK(cudaFree(q));
+        CK(cudaFree(out));
+        CK(cudaFree(ws));
+        CK(cudaFree(dperm));
+        CK(cudaFree(dhdr));
+        free(perm);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (gpu_device_count() <= 0) {
@@ -210,6 +441,11 @@ int main(int argc, char **argv)
            "%d)\n",
            prop.name, prop.multiProcessorCount, copy_tbs * 1e3, cbytes >> 20, reps);
 
+    if (bu_flag(argc, argv, "--launch")) {
+        launch_mode(quick ? 20 : 200, st);
+        CK(cudaStreamDestroy(st));
+        return 0;
+    }
     const uint32_t Hq = (uint32_t)bu_opt(argc, argv, "--hq", 32);
     const uint32_t H = (uint32_t)bu_opt(argc, argv, "--hkv", 8), D = 128;
     printf("# Hq=%u Hkv=%u D=%u bf16 block_tokens=%u\n", Hq, H, D, bt);

@@ -32,6 +32,8 @@
 #include <math.h>
 #include <stdint.h>
 
+#include <atomic>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -286,20 +288,40 @@ __global__ void __launch_bounds__(256) merge_kernel(const float *tmp_o, const fl
         out[(size_t)row * D + lane + 32 * j] = attn_cvt<T>::from(wsum > 0.0f ? o[j] / wsum : 0.0f);
 }
 
-int num_sms(void)
+} // namespace
+
+/* Per-device cache: 0 = not queried yet (an H100 has 132 SMs; no device has 0). */
+static std::atomic<int> g_sms[ATTN_MAX_DEV], g_major[ATTN_MAX_DEV];
+
+bool attn_device(int *dev, attn_dev_info *info)
 {
-    static int cached = 0;
-    if (cached > 0)
-        return cached;
-    int dev = 0, n = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    int d = 0;
+    if (cudaGetDevice(&d) != cudaSuccess) {
         cudaGetLastError();
-        return -1;
+        return false;
     }
-    cached = n;
-    return n;
+    *dev = d;
+    if (d < ATTN_MAX_DEV) {
+        info->sms = g_sms[d].load(std::memory_order_relaxed);
+        info->major = g_major[d].load(std::memory_order_relaxed);
+        if (info->sms > 0 && info->major > 0)
+            return true;
+    }
+    if (cudaDeviceGetAttribute(&info->sms, cudaDevAttrMultiProcessorCount, d) != cudaSuccess ||
+        cudaDeviceGetAttribute(&info->major, cudaDevAttrComputeCapabilityMajor, d) !=
+            cudaSuccess ||
+        info->sms <= 0 || info->major <= 0) {
+        cudaGetLastError();
+        return false;
+    }
+    if (d < ATTN_MAX_DEV) {
+        g_sms[d].store(info->sms, std::memory_order_relaxed);
+        g_major[d].store(info->major, std::memory_order_relaxed);
+    }
+    return true;
 }
+
+namespace {
 
 int ilog2(uint32_t x)
 {
@@ -384,17 +406,19 @@ template <typename T, int D> int occ_t_d(uint32_t rows)
     return n;
 }
 
-/* Resident CTAs per SM of the kernel for (dtype, head_dim, rows), cached. */
-int occupancy(kvt_dtype dt, uint32_t D, uint32_t rows)
+/* Resident CTAs per SM of the kernel for (dtype, head_dim, rows), cached per device. */
+int occupancy(int dev, kvt_dtype dt, uint32_t D, uint32_t rows)
 {
-    static int cache[2][2][9];
+    static std::atomic<int> cache[ATTN_MAX_DEV][2][2][9];
     const int a = dt == KVT_DTYPE_BF16, b = D == 128, r = rows > 8 ? 8 : (int)rows;
-    if (cache[a][b][r] > 0)
-        return cache[a][b][r];
-    int n = a ? (b ? occ_t_d<__nv_bfloat16, 128>(rows) : occ_t_d<__nv_bfloat16, 64>(rows))
-              : (b ? occ_t_d<__half, 128>(rows) : occ_t_d<__half, 64>(rows));
+    std::atomic<int> *c = dev < ATTN_MAX_DEV ? &cache[dev][a][b][r] : nullptr;
+    int n = c ? c->load(std::memory_order_relaxed) : 0;
     if (n > 0)
-        cache[a][b][r] = n;
+        return n;
+    n = a ? (b ? occ_t_d<__nv_bfloat16, 128>(rows) : occ_t_d<__nv_bfloat16, 64>(rows))
+          : (b ? occ_t_d<__half, 128>(rows) : occ_t_d<__half, 64>(rows));
+    if (n > 0 && c)
+        c->store(n, std::memory_order_relaxed);
     return n;
 }
 
@@ -426,17 +450,6 @@ static uint32_t pick_splits(uint64_t ctas, double cap, uint32_t kv, uint32_t ste
     return 1;
 }
 
-static int device_has_mma(void)
-{
-    int dev = 0, major = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
-        cudaGetLastError();
-        return -1;
-    }
-    return major >= 8;
-}
-
 extern "C" int gpu_attn_plan_make_ex(const gpu_attn_params *p, uint32_t total_q,
                                      uint32_t max_q_len, uint32_t max_kv_len,
                                      uint32_t force_splits, gpu_attn_kernel kernel,
@@ -449,10 +462,11 @@ extern "C" int gpu_attn_plan_make_ex(const gpu_attn_params *p, uint32_t total_q,
         (!p->qo_indptr && total_q != p->num_seqs) || force_splits > 65535 ||
         (kernel != GPU_ATTN_AUTO && kernel != GPU_ATTN_SIMT && kernel != GPU_ATTN_MMA))
         return -EINVAL;
-    const int sms = num_sms();
-    const int mma_ok = device_has_mma();
-    if (sms <= 0 || mma_ok < 0)
+    int dev;
+    attn_dev_info di;
+    if (!attn_device(&dev, &di))
         return -ENODEV;
+    const int sms = di.sms, mma_ok = di.major >= 8;
     if (kernel == GPU_ATTN_AUTO)
         kernel = mma_ok ? GPU_ATTN_MMA : GPU_ATTN_SIMT;
     if (kernel == GPU_ATTN_MMA && !mma_ok)
@@ -495,7 +509,7 @@ extern "C" int gpu_attn_plan_make_ex(const gpu_attn_params *p, uint32_t total_q,
     pl.warps = few ? 8 : 4;
     int maxc = 1; /* MMA decode: splits up to maxc share a cluster and merge in the kernel */
     if (mma && max_q_len == 1 &&
-        (maxc = attn_mma_max_cluster(p->dtype, p->head_dim, pl.warps)) <= 0)
+        (maxc = attn_mma_max_cluster(dev, p->dtype, p->head_dim, pl.warps)) <= 0)
         return -ENODEV;
     uint32_t splits = force_splits;
     if (!splits && few) {
@@ -508,8 +522,8 @@ extern "C" int gpu_attn_plan_make_ex(const gpu_attn_params *p, uint32_t total_q,
         if (splits < 1)
             splits = 1;
     } else if (!splits) {
-        const int occ = mma ? attn_mma_occupancy(max_q_len == 1, p->dtype, p->head_dim)
-                            : occupancy(p->dtype, p->head_dim, pl.rows);
+        const int occ = mma ? attn_mma_occupancy(dev, max_q_len == 1, p->dtype, p->head_dim)
+                            : occupancy(dev, p->dtype, p->head_dim, pl.rows);
         if (occ <= 0)
             return -ENODEV;
         splits = pick_splits(ctas, (double)sms * occ, kv, (uint32_t)maxc);
@@ -576,8 +590,12 @@ extern "C" int gpu_attn_run(const gpu_attn_params *p, const gpu_attn_plan *plan,
     if (partials > 1 && (!workspace || workspace_bytes < plan->workspace_bytes ||
                          ((uintptr_t)workspace & 15)))
         return -EINVAL;
-    if (num_sms() <= 0)
+    int dev;
+    attn_dev_info di;
+    if (!attn_device(&dev, &di))
         return -ENODEV;
+    if (plan->kernel == GPU_ATTN_MMA && di.major < 8)
+        return -EINVAL;
     const uint32_t G = p->num_qo_heads / p->num_kv_heads;
 
     attn_kparams kp = {};
@@ -614,10 +632,10 @@ extern "C" int gpu_attn_run(const gpu_attn_params *p, const gpu_attn_plan *plan,
     const bool bf = p->dtype == KVT_DTYPE_BF16;
     if (plan->kernel == GPU_ATTN_MMA) {
         if (plan->max_q_len == 1)
-            e = attn_mma_decode_launch(kp, p->dtype, p->head_dim,
+            e = attn_mma_decode_launch(dev, kp, p->dtype, p->head_dim,
                                        dim3(plan->num_splits, p->num_kv_heads, p->num_seqs), st);
         else
-            e = attn_mma_extend_launch(kp, p->dtype, p->head_dim,
+            e = attn_mma_extend_launch(dev, kp, p->dtype, p->head_dim,
                                        dim3(plan->num_splits, tiles * p->num_kv_heads, p->num_seqs),
                                        st);
     } else {

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <atomic>
 #include <type_traits>
 
 #include <cuda_bf16.h>
@@ -68,19 +69,31 @@ template <typename T> struct attn_cvt {
 /* exp2 of a - b where b is a running max; -inf max means "nothing yet" (weights 0). */
 __device__ __forceinline__ float attn_safe_max(float m) { return m == -INFINITY ? 0.0f : m; }
 
-/* attn_mma.cu. Launchers return cudaSuccess or the launch error (not cleared). */
+/* Per-device attributes, queried once per process and device (attn.cu; thread-safe: relaxed
+ * atomics, a racing first use queries twice and stores the same value). dev = the caller's
+ * current device (cudaGetDevice), so kernels, plans and caches follow a multi-GPU caller. */
+constexpr int ATTN_MAX_DEV = 64; /* devices with cached entries; others query every call */
+struct attn_dev_info {
+    int sms;   /* multiprocessors */
+    int major; /* compute capability major */
+};
+/* The current device and its attributes; false (error cleared) without a usable device. */
+bool attn_device(int *dev, attn_dev_info *info);
+
+/* attn_mma.cu. Launchers return cudaSuccess or the launch error (not cleared); dev is the
+ * current device (attn_device): the kernel's attributes are set once per device. */
 constexpr uint32_t ATTN_MMA_EXT_ROWS = 64; /* extend: query rows (token x head) per CTA */
 /* Resident CTAs per SM of the mma decode (decode != 0) or extend kernel; -1 on error. */
-int attn_mma_occupancy(int decode, kvt_dtype dt, uint32_t D);
+int attn_mma_occupancy(int dev, int decode, kvt_dtype dt, uint32_t D);
 /* Largest cluster the mma decode kernel (warps 4 or 8 per CTA) may use on this device: 16
  * when enough 16-CTA clusters fit at once to cover the SMs, else 8; 1 (no clusters) before
  * sm_90; -1 on error. */
-int attn_mma_max_cluster(kvt_dtype dt, uint32_t D, uint32_t warps);
+int attn_mma_max_cluster(int dev, kvt_dtype dt, uint32_t D, uint32_t warps);
 /* grid = (splits, kv_heads, seqs), cluster (kp.cluster, 1, 1). */
-cudaError_t attn_mma_decode_launch(const attn_kparams &kp, kvt_dtype dt, uint32_t D, dim3 grid,
-                                   cudaStream_t st);
+cudaError_t attn_mma_decode_launch(int dev, const attn_kparams &kp, kvt_dtype dt, uint32_t D,
+                                   dim3 grid, cudaStream_t st);
 /* grid = (splits, query tiles * kv_heads, seqs). */
-cudaError_t attn_mma_extend_launch(const attn_kparams &kp, kvt_dtype dt, uint32_t D, dim3 grid,
-                                   cudaStream_t st);
+cudaError_t attn_mma_extend_launch(int dev, const attn_kparams &kp, kvt_dtype dt, uint32_t D,
+                                   dim3 grid, cudaStream_t st);
 
 #endif

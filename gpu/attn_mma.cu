@@ -557,49 +557,44 @@ __global__ void __launch_bounds__(EW * 32) mma_extend_kernel(const attn_kparams 
     }
 }
 
-/* Raise the dynamic shared-memory limit (and allow 16-CTA clusters) once per kernel. */
-template <typename K> cudaError_t prepare(K kernel, int smem, bool cluster16, bool &done)
+/* Raise the dynamic shared-memory limit (and allow 16-CTA clusters from sm_90) once per
+ * kernel and device: `done` holds a bit per device (function attributes are per device).
+ * A racing first use sets the same attributes twice, which is harmless. */
+template <typename K>
+cudaError_t prepare(int dev, K kernel, int smem, bool cluster16, std::atomic<uint64_t> &done)
 {
-    if (done)
+    const uint64_t bit = dev < ATTN_MAX_DEV ? 1ull << dev : 0;
+    if (bit && (done.load(std::memory_order_acquire) & bit))
         return cudaSuccess;
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (e == cudaSuccess && cluster16)
         e = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-    if (e == cudaSuccess)
-        done = true;
+    if (e == cudaSuccess && bit)
+        done.fetch_or(bit, std::memory_order_release);
     return e;
 }
 
-int device_major(void)
+template <typename T, int D, int DW> cudaError_t decode_prepare(int dev)
 {
-    static int major = 0;
-    if (major > 0)
-        return major;
-    int dev = 0, v = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&v, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
-        cudaGetLastError();
-        return -1;
-    }
-    major = v;
-    return v;
+    static std::atomic<uint64_t> done{0};
+    if (dev < ATTN_MAX_DEV && (done.load(std::memory_order_acquire) >> dev & 1))
+        return cudaSuccess; /* the per-call path: one load */
+    int major = 0;
+    const cudaError_t e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    if (e != cudaSuccess)
+        return e;
+    return prepare(dev, mma_decode_kernel<T, D, DW>, decode_smem<D, DW>(), major >= 9, done);
 }
-
-template <typename T, int D, int DW> cudaError_t decode_prepare()
+template <typename T, int D> cudaError_t extend_prepare(int dev)
 {
-    static bool done = false;
-    return prepare(mma_decode_kernel<T, D, DW>, decode_smem<D, DW>(), device_major() >= 9, done);
-}
-template <typename T, int D> cudaError_t extend_prepare()
-{
-    static bool done = false;
-    return prepare(mma_extend_kernel<T, D>, extend_smem<T, D>(), false, done);
+    static std::atomic<uint64_t> done{0};
+    return prepare(dev, mma_extend_kernel<T, D>, extend_smem<T, D>(), false, done);
 }
 
 template <typename T, int D, int DW>
-cudaError_t decode_launch(const attn_kparams &kp, dim3 grid, cudaStream_t st)
+cudaError_t decode_launch(int dev, const attn_kparams &kp, dim3 grid, cudaStream_t st)
 {
-    cudaError_t e = decode_prepare<T, D, DW>();
+    cudaError_t e = decode_prepare<T, D, DW>(dev);
     if (e != cudaSuccess)
         return e;
     if (kp.cluster <= 1) {
@@ -621,25 +616,26 @@ cudaError_t decode_launch(const attn_kparams &kp, dim3 grid, cudaStream_t st)
     return cudaLaunchKernelEx(&cfg, mma_decode_kernel<T, D, DW>, kp);
 }
 template <typename T, int D>
-cudaError_t decode_launch_w(const attn_kparams &kp, dim3 grid, cudaStream_t st)
+cudaError_t decode_launch_w(int dev, const attn_kparams &kp, dim3 grid, cudaStream_t st)
 {
-    return kp.warps == 8 ? decode_launch<T, D, 8>(kp, grid, st) : decode_launch<T, D, 4>(kp, grid, st);
+    return kp.warps == 8 ? decode_launch<T, D, 8>(dev, kp, grid, st)
+                         : decode_launch<T, D, 4>(dev, kp, grid, st);
 }
 
 template <typename T, int D>
-cudaError_t extend_launch(const attn_kparams &kp, dim3 grid, cudaStream_t st)
+cudaError_t extend_launch(int dev, const attn_kparams &kp, dim3 grid, cudaStream_t st)
 {
-    cudaError_t e = extend_prepare<T, D>();
+    cudaError_t e = extend_prepare<T, D>(dev);
     if (e != cudaSuccess)
         return e;
     mma_extend_kernel<T, D><<<grid, EW * 32, extend_smem<T, D>(), st>>>(kp);
     return cudaGetLastError();
 }
 
-template <typename T, int D> int occ_t_d(int decode)
+template <typename T, int D> int occ_t_d(int dev, int decode)
 {
     int n = 0;
-    cudaError_t e = decode ? decode_prepare<T, D, 4>() : extend_prepare<T, D>();
+    cudaError_t e = decode ? decode_prepare<T, D, 4>(dev) : extend_prepare<T, D>(dev);
     if (e == cudaSuccess)
         e = decode ? cudaOccupancyMaxActiveBlocksPerMultiprocessor(
                          &n, mma_decode_kernel<T, D, 4>, 4 * 32, decode_smem<D, 4>())
@@ -653,18 +649,13 @@ template <typename T, int D> int occ_t_d(int decode)
 }
 
 /* 16 if enough 16-CTA clusters are resident at once to cover the SMs, else 8. */
-template <typename T, int D, int DW> int max_cluster_t_d(void)
+template <typename T, int D, int DW> int max_cluster_t_d(int dev, int sms)
 {
-    if (decode_prepare<T, D, DW>() != cudaSuccess) {
+    if (decode_prepare<T, D, DW>(dev) != cudaSuccess) {
         cudaGetLastError();
         return -1;
     }
-    int dev = 0, sms = 0, n = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-        cudaGetLastError();
-        return -1;
-    }
+    int n = 0;
     cudaLaunchConfig_t cfg = {};
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeClusterDimension;
@@ -685,60 +676,65 @@ template <typename T, int D, int DW> int max_cluster_t_d(void)
 
 } // namespace
 
-int attn_mma_occupancy(int decode, kvt_dtype dt, uint32_t D)
+int attn_mma_occupancy(int dev, int decode, kvt_dtype dt, uint32_t D)
 {
-    static int cache[2][2][2];
+    static std::atomic<int> cache[ATTN_MAX_DEV][2][2][2];
     const int a = dt == KVT_DTYPE_BF16, b = D == 128, c = decode != 0;
-    if (cache[a][b][c] > 0)
-        return cache[a][b][c];
-    const int n = a ? (b ? occ_t_d<__nv_bfloat16, 128>(c) : occ_t_d<__nv_bfloat16, 64>(c))
-                    : (b ? occ_t_d<__half, 128>(c) : occ_t_d<__half, 64>(c));
+    std::atomic<int> *slot = dev < ATTN_MAX_DEV ? &cache[dev][a][b][c] : nullptr;
+    int n = slot ? slot->load(std::memory_order_relaxed) : 0;
     if (n > 0)
-        cache[a][b][c] = n;
+        return n;
+    n = a ? (b ? occ_t_d<__nv_bfloat16, 128>(dev, c) : occ_t_d<__nv_bfloat16, 64>(dev, c))
+          : (b ? occ_t_d<__half, 128>(dev, c) : occ_t_d<__half, 64>(dev, c));
+    if (n > 0 && slot)
+        slot->store(n, std::memory_order_relaxed);
     return n;
 }
 
-int attn_mma_max_cluster(kvt_dtype dt, uint32_t D, uint32_t warps)
+int attn_mma_max_cluster(int dev, kvt_dtype dt, uint32_t D, uint32_t warps)
 {
-    static int cache[2][2][2];
-    const int major = device_major();
-    if (major < 0)
+    static std::atomic<int> cache[ATTN_MAX_DEV][2][2][2];
+    int d;
+    attn_dev_info di;
+    if (!attn_device(&d, &di) || d != dev)
         return -1;
-    if (major < 9)
+    if (di.major < 9)
         return 1;
     const int a = dt == KVT_DTYPE_BF16, b = D == 128, c = warps == 8;
-    if (cache[a][b][c] > 0)
-        return cache[a][b][c];
-    int n;
-    if (c)
-        n = a ? (b ? max_cluster_t_d<__nv_bfloat16, 128, 8>() : max_cluster_t_d<__nv_bfloat16, 64, 8>())
-              : (b ? max_cluster_t_d<__half, 128, 8>() : max_cluster_t_d<__half, 64, 8>());
-    else
-        n = a ? (b ? max_cluster_t_d<__nv_bfloat16, 128, 4>() : max_cluster_t_d<__nv_bfloat16, 64, 4>())
-              : (b ? max_cluster_t_d<__half, 128, 4>() : max_cluster_t_d<__half, 64, 4>());
+    std::atomic<int> *slot = dev < ATTN_MAX_DEV ? &cache[dev][a][b][c] : nullptr;
+    int n = slot ? slot->load(std::memory_order_relaxed) : 0;
     if (n > 0)
-        cache[a][b][c] = n;
+        return n;
+    const int s = di.sms;
+    if (c)
+        n = a ? (b ? max_cluster_t_d<__nv_bfloat16, 128, 8>(dev, s) : max_cluster_t_d<__nv_bfloat16, 64, 8>(dev, s))
+              : (b ? max_cluster_t_d<__half, 128, 8>(dev, s) : max_cluster_t_d<__half, 64, 8>(dev, s));
+    else
+        n = a ? (b ? max_cluster_t_d<__nv_bfloat16, 128, 4>(dev, s) : max_cluster_t_d<__nv_bfloat16, 64, 4>(dev, s))
+              : (b ? max_cluster_t_d<__half, 128, 4>(dev, s) : max_cluster_t_d<__half, 64, 4>(dev, s));
+    if (n > 0 && slot)
+        slot->store(n, std::memory_order_relaxed);
     return n;
 }
 
-cudaError_t attn_mma_decode_launch(const attn_kparams &kp, kvt_dtype dt, uint32_t D, dim3 grid,
-                                   cudaStream_t st)
+cudaError_t attn_mma_decode_launch(int dev, const attn_kparams &kp, kvt_dtype dt, uint32_t D,
+                                   dim3 grid, cudaStream_t st)
 {
     const bool bf = dt == KVT_DTYPE_BF16;
     if (D == 128)
-        return bf ? decode_launch_w<__nv_bfloat16, 128>(kp, grid, st)
-                  : decode_launch_w<__half, 128>(kp, grid, st);
-    return bf ? decode_launch_w<__nv_bfloat16, 64>(kp, grid, st)
-              : decode_launch_w<__half, 64>(kp, grid, st);
+        return bf ? decode_launch_w<__nv_bfloat16, 128>(dev, kp, grid, st)
+                  : decode_launch_w<__half, 128>(dev, kp, grid, st);
+    return bf ? decode_launch_w<__nv_bfloat16, 64>(dev, kp, grid, st)
+              : decode_launch_w<__half, 64>(dev, kp, grid, st);
 }
 
-cudaError_t attn_mma_extend_launch(const attn_kparams &kp, kvt_dtype dt, uint32_t D, dim3 grid,
-                                   cudaStream_t st)
+cudaError_t attn_mma_extend_launch(int dev, const attn_kparams &kp, kvt_dtype dt, uint32_t D,
+                                   dim3 grid, cudaStream_t st)
 {
     const bool bf = dt == KVT_DTYPE_BF16;
     if (D == 128)
-        return bf ? extend_launch<__nv_bfloat16, 128>(kp, grid, st)
-                  : extend_launch<__half, 128>(kp, grid, st);
-    return bf ? extend_launch<__nv_bfloat16, 64>(kp, grid, st)
-              : extend_launch<__half, 64>(kp, grid, st);
+        return bf ? extend_launch<__nv_bfloat16, 128>(dev, kp, grid, st)
+                  : extend_launch<__half, 128>(dev, kp, grid, st);
+    return bf ? extend_launch<__nv_bfloat16, 64>(dev, kp, grid, st)
+              : extend_launch<__half, 64>(dev, kp, grid, st);
 }

@@ -2,6 +2,8 @@
 # device_check.sh — build gpu/'s tests and benchmarks from gpu/ files only (so that other
 # modules' half-written files cannot break the run) and run them on the GPU machine:
 #   source .device-debs/device-env.sh; gpu/device_check.sh [build|test|sanitize|bench|bench_attn|all]...
+# (also memcheck_attn, racecheck_mma_decode: one sanitizer on test_gpu_attn; launch:
+# bench_gpu_attn --launch, a single call's time taken apart)
 # Logs go to $OUT (or /tmp/kvt-gpu-out). Compiles for sm_90 (machine code) + compute_90 PTX.
 set -u
 cd "$(dirname "$0")/.."
@@ -65,6 +67,17 @@ sanitize() {
   return $rc
 }
 
+# one sanitizer tool on test_gpu_attn's quick set; extra environment in $2 (e.g.
+# KVT_GPU_MMA_DECODE=1: the tensor-core decode runs alone, racecheck in ~1/4 of the time)
+san_attn() {
+  local cs=compute-sanitizer
+  command -v $cs >/dev/null || cs=$(dirname "$(command -v nvcc)")/compute-sanitizer
+  echo "== $cs --tool $1 test_gpu_attn (KVT_GPU_QUICK=1 ${2:-})"
+  env KVT_GPU_QUICK=1 ${2:-} timeout 420 $cs --tool $1 --error-exitcode 9 $B/test_gpu_attn \
+    > $OUT/san_$1_attn.log 2>&1
+  local r=$?; tail -3 $OUT/san_$1_attn.log; echo "exit $r"; return $r
+}
+
 bench() {
   echo "== bench_gpu_xfer"; timeout 200 $B/bench_gpu_xfer 2>&1 | tee $OUT/bench_gpu_xfer.txt
   bench_attn
@@ -87,6 +100,9 @@ for step in "$@"; do
     sanitize) sanitize ;;
     bench) bench ;;
     bench_attn) bench_attn ;;
+    memcheck_attn) san_attn memcheck ;;
+    racecheck_mma_decode) san_attn racecheck KVT_GPU_MMA_DECODE=1 ;;
+    launch) echo "== bench_gpu_attn --launch"; timeout 200 $B/bench_gpu_attn --launch 2>&1 | tee $OUT/bench_gpu_attn_launch.txt ;;
     all) build || exit 1; nvidia-smi -L; tests; sanitize; bench ;;
   esac
 done

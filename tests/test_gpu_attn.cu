@@ -15,7 +15,8 @@
  * Outputs and the split-K workspace are poisoned (0xFF: NaN) before every run and every
  * element must be written; rel error ||out-ref||/||ref|| <= 1e-2; a rerun must give the
  * same bits (a moving result would mean a race).
- * KVT_GPU_QUICK=1 runs a subset (for compute-sanitizer). Exit 77 without a GPU.
+ * KVT_GPU_QUICK=1 runs a subset (for compute-sanitizer); KVT_GPU_MMA_DECODE=1 only the
+ * tensor-core decode runs (racecheck of that kernel alone). Exit 77 without a GPU.
  */
 #include <errno.h>
 #include <math.h>
@@ -44,6 +45,7 @@ static tu_rng rng;
 static double worst_rel[3];
 static int cases[3];
 static uint32_t g_kv_heads = 2;
+static bool g_mma_decode_only; /* KVT_GPU_MMA_DECODE=1: tensor-core decode runs only */
 
 static float frand(float lo, float hi)
 {
@@ -155,6 +157,8 @@ static void run_case(kvt_dtype dt, uint32_t D, uint32_t G, uint32_t bt, const se
     for (int run = 0; run < 3 * nsplits; run++) {
         const int si = run / 3, variant = run % 3;
         const gpu_attn_kernel kern = variant == 2 ? GPU_ATTN_SIMT : GPU_ATTN_MMA;
+        if (g_mma_decode_only && (kern != GPU_ATTN_MMA || max_q != 1))
+            continue;
         gpu_attn_plan plan;
         TU_CHECK_EQ(gpu_attn_plan_make_ex(&p, total_q, max_q, max_kv, splits[si], kern, &plan), 0);
         TU_CHECK_EQ(plan.kernel, (uint32_t)kern);
@@ -256,6 +260,7 @@ int main(void)
         TU_SKIP("no GPU");
     tu_rng_init(&rng, tu_seed("test_gpu_attn", 20261122));
     const bool quick = getenv("KVT_GPU_QUICK") && atoi(getenv("KVT_GPU_QUICK"));
+    g_mma_decode_only = getenv("KVT_GPU_MMA_DECODE") && atoi(getenv("KVT_GPU_MMA_DECODE"));
     check_errors();
 
     const kvt_dtype dts[2] = {KVT_DTYPE_BF16, KVT_DTYPE_FP16};
@@ -279,7 +284,7 @@ int main(void)
                                  {300 + (int)tu_below(&rng, 900), 1}};
                 run_case(dts[di], dims[hi], G, quick ? 16 : bts[gi % 4], dq, 4, true, dec_splits,
                          4);
-                for (int bi = 0; bi < (quick ? 1 : 2); bi++) {
+                for (int bi = 0; bi < (quick ? 1 : 2) && !g_mma_decode_only; bi++) {
                     const uint32_t bt = bi ? 256 : 16;
                     seqspec ext[6] = {{0, 1},   {0, 17},  {17, 54}, {97, 97},
                                       {(quick ? 300 : 1000) + (int)tu_below(&rng, 100), 33},
