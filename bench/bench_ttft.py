@@ -12,8 +12,10 @@ The prompt is --prefix cached tokens followed by --suffix new ones (batch 1).
 TTFT (CUDA-synchronised wall time from token ids to the first token's id on the host;
 median of --reps runs after --warmup):
   recompute     prefill of the whole prompt (no cache)
-  dram direct   kvt_match, kvt_lease_gather_layer per layer straight from the CUDA-registered
-                DRAM arena on a side stream, overlapped with the suffix prefill (kvtier/direct.py)
+  dram direct   kvt_match, then per layer straight from the CUDA-registered DRAM arena on a
+                side stream, overlapped with the suffix prefill (kvtier/direct.py): "copy"
+                kvt_lease_copy_layer (copy engines, the default) or "kernel"
+                kvt_lease_gather_layer (an SM kernel of --ctas CTAs reading host memory)
   dram (python) kvt_match, parallel kvt_read_contig into pinned host memory with chunked
                 host->GPU copies, block->per-layer K/V on the GPU, suffix prefill
   hbm           the engine's HBM tier (Cache(hbm_bytes=...)), the prefix resident in its pool
@@ -22,6 +24,7 @@ median of --reps runs after --warmup):
                               pool[table] (one gather), per-layer K/V, suffix prefill
                 gather_layer: kvt_match, kvt_lease_load_hbm, kvt_lease_gather_layer per layer
                               from the pool on a side stream, suffix prefill
+                copy_layer:   the same with kvt_lease_copy_layer (copy engines)
   nvme          a second engine with a data directory (--nvme-dir) whose DRAM tier (64 MiB)
                 cannot hold the 1 GiB prefix: stored in chunks, flushed, and the engine
                 closed and reopened (warm restart) before every run, so that every block is
@@ -78,6 +81,8 @@ def parse():
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--init-range", type=float, default=0.05,
                    help="initializer_range of the random model (HF default 0.02 gives nearly flat logits)")
+    p.add_argument("--direct", nargs="+", default=["copy", "kernel"], choices=["copy", "kernel"],
+                   help="DirectLoader methods to time (kernel: one row per --ctas)")
     p.add_argument("--ctas", type=int, nargs="+", default=[16],
                    help="CTAs of the direct gather kernel, one row each (0: 2 per SM)")
     p.add_argument("--no-invariant", action="store_true",
@@ -235,15 +240,32 @@ def main():
     from kvtier.direct import DirectLoader, available as direct_available
     ids_np = ids[0].cpu().numpy()
     lim = (ids.shape[1] - 1) // a.block_tokens * a.block_tokens
-    direct = None
     like = {}
-    assert direct_available() and cache.stats().dram_cuda_pinned, "needs a CUDA build and a registered arena"
-    for ctas in a.ctas:
-        if direct is not None:
-            direct.close()
-        direct = DirectLoader(model, lay, ctas=ctas)
+    assert direct_available("copy") and direct_available("kernel") and cache.stats().dram_cuda_pinned, \
+        "needs a CUDA build and a registered arena"
+    direct_loaders = {}  # (method, ctas) -> DirectLoader; one installed (hooked) at a time
+    active = [None]
 
-        def ttft_direct():
+    def loader(method, ctas=16):
+        key = (method, ctas if method == "kernel" else 0)
+        if key not in direct_loaders:
+            direct_loaders[key] = DirectLoader(model, lay, ctas=ctas, method=method)
+            direct_loaders[key].close()
+        ld = direct_loaders[key]
+        if active[0] is not ld:
+            if active[0] is not None:
+                active[0].close()
+            ld._hooks = [m.register_forward_pre_hook(ld._make_hook(i)) for i, m in enumerate(ld.layers)]
+            active[0] = ld
+        return ld
+
+    direct_logits = {}
+    variants = [("copy", 0)] if "copy" in a.direct else []
+    variants += [("kernel", c) for c in a.ctas] if "kernel" in a.direct else []
+    for method, ctas in variants:
+        direct = loader(method, ctas)
+
+        def ttft_direct(direct=direct):
             with ns.lease(ids_np[:lim]) as lease:
                 pkv = new_dynamic_cache(model)
                 n = direct.load(lease, pkv)
@@ -251,7 +273,7 @@ def main():
                 out = model(input_ids=ids[:, n:], past_key_values=pkv, use_cache=True, logits_to_keep=1)
                 return int(out.logits[0, -1].argmax())  # synchronises before the lease ends
 
-        def direct_load_only():
+        def direct_load_only(direct=direct):
             with ns.lease(ids_np[:lim]) as lease:
                 pkv = new_dynamic_cache(model)
                 direct.load(lease, pkv)
@@ -261,43 +283,60 @@ def main():
         with torch.no_grad():
             med, worst, _ = timed(ttft_direct, a.warmup, a.reps)
             dl_med, _, _ = timed(direct_load_only, 1, 5)
-        rows.append((f"dram direct ({ctas or '2/SM'} CTAs)", a.suffix, med, worst, dl_med,
+            with ns.lease(ids_np[:lim]) as lease:  # logits for the like-for-like check below
+                pkv = new_dynamic_cache(model)
+                n = direct.load(lease, pkv)
+                direct_logits[(method, ctas)] = model(input_ids=ids[:, n:], past_key_values=pkv, use_cache=True,
+                                                      logits_to_keep=1).logits.float()
+                torch.cuda.synchronize()
+        label = "copy engines" if method == "copy" else f"kernel, {ctas or '2/SM'} CTAs"
+        rows.append((f"dram direct ({label})", a.suffix, med, worst, dl_med,
                      f"arena->GPU per layer, overlapped; load alone {prefix_bytes / dl_med / 1e9:.1f} GB/s"))
-        print(f"dram direct {ctas} CTAs done: {med * 1e3:.1f} ms (load alone {dl_med * 1e3:.1f} ms)", flush=True)
-    if direct is None:
-        direct = DirectLoader(model, lay, ctas=16)
+        print(f"dram direct {label} done: {med * 1e3:.1f} ms (load alone {dl_med * 1e3:.1f} ms)", flush=True)
+    gather_ld = ("kernel", a.ctas[-1])
 
     # The engine's HBM tier: kvt_lease_load_hbm makes the blocks resident in the pool (the
     # first call copies them from DRAM; later leases find them there: hits), then the same
     # per-layer gather reads each block from its HBM copy (this lease loaded it).
     nb = a.prefix // a.block_tokens
+    hbm_rows, hbm_logits = {}, {}
     with torch.no_grad():
+        direct = loader(*gather_ld)
         with ns.lease(ids_np[:lim]) as lease:
             lease.load_hbm_numpy(stream=direct.stream)
             direct.stream.synchronize()
             hbm_tiers = set(lease.tiers())
         assert hbm_tiers == {kvtier.Tier.HBM}, hbm_tiers
-        hits0 = cache.stats().hbm_hits
+        loads0 = cache.stats().hbm_loads
+        for hmethod in ("kernel", "copy"):
+            direct = loader(*gather_ld) if hmethod == "kernel" else loader("copy")
 
-        def ttft_hbm():
-            with ns.lease(ids_np[:lim]) as lease:
-                lease.load_hbm_numpy(stream=direct.stream)  # resident: pins, no copy
-                pkv = new_dynamic_cache(model)
-                n = direct.load(lease, pkv)  # kvt_lease_gather_layer from the HBM copies
-                out = model(input_ids=ids[:, n:], past_key_values=pkv, use_cache=True, logits_to_keep=1)
-                return int(out.logits[0, -1].argmax())
+            def ttft_hbm(direct=direct):
+                with ns.lease(ids_np[:lim]) as lease:
+                    lease.load_hbm_numpy(stream=direct.stream)  # resident: pins, no copy
+                    pkv = new_dynamic_cache(model)
+                    n = direct.load(lease, pkv)  # per layer from the HBM copies
+                    out = model(input_ids=ids[:, n:], past_key_values=pkv, use_cache=True, logits_to_keep=1)
+                    return int(out.logits[0, -1].argmax())
 
-        def hbm_load_only():
-            with ns.lease(ids_np[:lim]) as lease:
+            def hbm_load_only(direct=direct):
+                with ns.lease(ids_np[:lim]) as lease:
+                    lease.load_hbm_numpy(stream=direct.stream)
+                    pkv = new_dynamic_cache(model)
+                    direct.load(lease, pkv)
+                    torch.cuda.synchronize()
+                    direct._pending = [None] * len(direct._pending)
+
+            med, worst, _ = timed(ttft_hbm, a.warmup, a.reps)
+            hl_med, _, _ = timed(hbm_load_only, 1, 5)
+            with ns.lease(ids_np[:lim]) as lease:  # logits for the like-for-like check below
                 lease.load_hbm_numpy(stream=direct.stream)
                 pkv = new_dynamic_cache(model)
-                direct.load(lease, pkv)
+                n = direct.load(lease, pkv)
+                hbm_logits[hmethod] = model(input_ids=ids[:, n:], past_key_values=pkv, use_cache=True,
+                                            logits_to_keep=1).logits.float()
                 torch.cuda.synchronize()
-                direct._pending = [None] * len(direct._pending)
-
-        med, worst, _ = timed(ttft_hbm, a.warmup, a.reps)
-        hl_med, _, _ = timed(hbm_load_only, 1, 5)
-        loads0 = cache.stats().hbm_loads
+            hbm_rows[hmethod] = (med, worst, hl_med)
         pool_t = ns.hbm_pool().as_tensor()  # [num_blocks, L, 2, bt, H, D] view of the pool
 
         def hbm_table_blocks(lease):
@@ -324,10 +363,15 @@ def main():
     assert st.hbm_loads == loads0, "blocks were copied into HBM during the timed runs"
     rows.append(("hbm (table+pool)", a.suffix, tmed, tworst, tl_med,
                  f"engine HBM tier, resident: load_hbm -> int32 table, pool[table], per-layer K/V"))
-    rows.append(("hbm (gather_layer)", a.suffix, med, worst, hl_med,
+    med, worst, hl_med = hbm_rows["kernel"]
+    rows.append((f"hbm (gather_layer {gather_ld[1] or '2/SM'})", a.suffix, med, worst, hl_med,
                  f"engine HBM tier, resident: load_hbm, kvt_lease_gather_layer x{a.layers} from the pool"))
+    cmed, cworst, cl_med = hbm_rows["copy"]
+    rows.append(("hbm (copy_layer)", a.suffix, cmed, cworst, cl_med,
+                 f"engine HBM tier, resident: load_hbm, kvt_lease_copy_layer x{a.layers} from the pool"))
     print(f"hbm done: table+pool {tmed * 1e3:.1f} ms (load {tl_med * 1e3:.2f} ms); gather_layer {med * 1e3:.1f} ms "
-          f"(load {hl_med * 1e3:.2f} ms); {st.hbm_loads} blocks ever copied into HBM, none while timed", flush=True)
+          f"(load {hl_med * 1e3:.2f} ms); copy_layer {cmed * 1e3:.1f} ms (load {cl_med * 1e3:.2f} ms); "
+          f"{st.hbm_loads} blocks ever copied into HBM, none while timed", flush=True)
 
     # nvme: a persistent engine whose DRAM tier is far smaller than the prefix.
     import shutil
@@ -391,44 +435,30 @@ def main():
     print(f"nvme done: {nmed * 1e3:.1f} ms; {nvme_info}", flush=True)
     shutil.rmtree(a.nvme_dir, ignore_errors=True)
 
-    if direct is not None:
-        # Like-for-like: the same two-step prefill through a DynamicCache without kvtier.
-        with torch.no_grad():
-            ref_pkv = new_dynamic_cache(model)
-            model(input_ids=ids[:, : a.prefix], past_key_values=ref_pkv, use_cache=True, logits_to_keep=1)
-            ref2 = model(input_ids=ids[:, a.prefix:], past_key_values=ref_pkv, use_cache=True,
+    # Like-for-like: the same two-step prefill through a DynamicCache without kvtier.
+    with torch.no_grad():
+        ref_pkv = new_dynamic_cache(model)
+        model(input_ids=ids[:, : a.prefix], past_key_values=ref_pkv, use_cache=True, logits_to_keep=1)
+        ref2 = model(input_ids=ids[:, a.prefix:], past_key_values=ref_pkv, use_cache=True,
+                     logits_to_keep=1).logits.float()
+        pc2 = PrefixCache(model, cache, ns, threads=16)
+        got3 = pc2.prefill(ids, store=False).logits.float()
+        with ns.lease(ids_np[:lim]) as lease:
+            pkv = new_dynamic_cache(model)
+            for l, (k, v) in enumerate(blocks_to_layers(hbm_table_blocks(lease))):
+                pkv.update(k, v, l)
+            got5 = model(input_ids=ids[:, lease.tokens:], past_key_values=pkv, use_cache=True,
                          logits_to_keep=1).logits.float()
-            with ns.lease(ids_np[:lim]) as lease:
-                pkv = new_dynamic_cache(model)
-                n = direct.load(lease, pkv)
-                got2 = model(input_ids=ids[:, n:], past_key_values=pkv, use_cache=True, logits_to_keep=1).logits.float()
-                torch.cuda.synchronize()
-            pc2 = PrefixCache(model, cache, ns, threads=16)
-            got3 = pc2.prefill(ids, store=False).logits.float()
-            with ns.lease(ids_np[:lim]) as lease:
-                lease.load_hbm_numpy(stream=direct.stream)
-                pkv = new_dynamic_cache(model)
-                n = direct.load(lease, pkv)
-                got4 = model(input_ids=ids[:, n:], past_key_values=pkv, use_cache=True, logits_to_keep=1).logits.float()
-                torch.cuda.synchronize()
-            with ns.lease(ids_np[:lim]) as lease:
-                pkv = new_dynamic_cache(model)
-                for l, (k, v) in enumerate(blocks_to_layers(hbm_table_blocks(lease))):
-                    pkv.update(k, v, l)
-                got5 = model(input_ids=ids[:, lease.tokens:], past_key_values=pkv, use_cache=True,
-                             logits_to_keep=1).logits.float()
-                torch.cuda.synchronize()
-        like = dict(direct_bit_identical=bool(torch.equal(ref2, got2)),
-                    pycopy_bit_identical=bool(torch.equal(ref2, got3)),
-                    hbm_bit_identical=bool(torch.equal(ref2, got4)),
-                    hbmtable_bit_identical=bool(torch.equal(ref2, got5)),
-                    hbmtable_maxabs=float((ref2 - got5).abs().max()),
-                    nvme_bit_identical=bool(nvme_logits is not None and torch.equal(ref2, nvme_logits)),
-                    direct_maxabs=float((ref2 - got2).abs().max()),
-                    pycopy_maxabs=float((ref2 - got3).abs().max()),
-                    hbm_maxabs=float((ref2 - got4).abs().max()),
-                    nvme_maxabs=float((ref2 - nvme_logits).abs().max()) if nvme_logits is not None else None)
-        print(f"like-for-like (two-step prefill without kvtier vs with): {like}", flush=True)
+            torch.cuda.synchronize()
+    got = {"pycopy": got3, "hbmtable": got5, "hbm": hbm_logits["kernel"], "hbmcopy": hbm_logits["copy"],
+           "nvme": nvme_logits}
+    for (method, ctas), lg in direct_logits.items():
+        got["direct" if method == "copy" else f"direct_kernel{ctas}"] = lg
+    like = {}
+    for k, lg in got.items():
+        like[k + "_bit_identical"] = bool(lg is not None and torch.equal(ref2, lg))
+        like[k + "_maxabs"] = float((ref2 - lg).abs().max()) if lg is not None else None
+    print(f"like-for-like (two-step prefill without kvtier vs with): {like}", flush=True)
 
     # Greedy generation with vs without the cached prefix.
     gen = dict(max_new_tokens=a.new_tokens, do_sample=False, pad_token_id=0, eos_token_id=None,
@@ -490,9 +520,9 @@ def main():
     if like:
         def eq(k):
             return "BIT-IDENTICAL" if like[k + "_bit_identical"] else "differs, max abs %.3g" % like[k + "_maxabs"]
-        print(f"like-for-like reference (same two-step prefill through a DynamicCache, no kvtier): "
-              f"dram direct {eq('direct')}; dram python {eq('pycopy')}; hbm table+pool {eq('hbmtable')}; "
-              f"hbm gather_layer {eq('hbm')}; nvme {eq('nvme')}")
+        names = [k[: -len("_bit_identical")] for k in like if k.endswith("_bit_identical")]
+        print("like-for-like reference (same two-step prefill through a DynamicCache, no kvtier): " +
+              "; ".join(f"{k} {eq(k)}" for k in names))
     print(f"greedy {a.new_tokens} tokens with vs without the cached prefix: tokens "
           f"{'IDENTICAL' if same else f'differ after {n_same}'}; logits rel. error first step {first_rel:.2e}, "
           f"over {k} steps {rel:.2e} (max abs {maxabs:.3f}); first-step top-2 margin {margin:.3f} "
@@ -517,7 +547,7 @@ def main():
     # batch-invariant kernels, greedy tokens and logits bit-identical to generation without the
     # cache. With the default kernels the comparison is reported, not judged: its differences
     # come from cuBLAS's shape-dependent kernels (bench/parity_probe.py measures them).
-    ok = (not like or all(like[k + "_bit_identical"] for k in ("direct", "pycopy", "hbm", "hbmtable", "nvme"))) \
+    ok = (not like or all(v for k, v in like.items() if k.endswith("_bit_identical"))) \
         and (inv is None or (inv["tokens_identical"] and inv["logits_bit_identical"]))
     return 0 if ok else 1
 

@@ -538,28 +538,15 @@ static uint32_t dtype_bytes(kvt_dtype d)
     return d == KVT_DTYPE_FP32 ? 4 : d == KVT_DTYPE_FP8 ? 1 : 2;
 }
 
-KVT_EXPORT int kvt_lease_gather_layer(kvt_lease *l, size_t first, size_t n, uint32_t layer,
-                                      void *k_dst, void *v_dst, uint64_t head_stride,
-                                      uint32_t ctas, void *stream)
+/* Where each of blocks [first, first + n) of a lease is read from by the layer copies: its
+ * HBM copy if this lease loaded it, else its DRAM slot in the registered arena, else it is
+ * loaded into HBM (with an HBM tier) or promoted into DRAM first. */
+static int layer_sources(kvt_lease *l, size_t first, size_t n, void *stream, const void **src)
 {
-    if (!l || !k_dst || !v_dst)
-        return -EINVAL;
-    if (first > l->n_blocks || n > l->n_blocks - first)
-        return -ERANGE;
     kvt_ns *ns = l->ns;
     kvt_engine *e = ns->eng;
-    const kvt_layout *L = &ns->layout;
-    if (layer >= L->layers || n > UINT32_MAX)
-        return -EINVAL;
-    if (e->simulate || gpu_device_count() <= 0)
-        return -ENODEV;
-    if (n == 0)
-        return 0;
-    const void **src = util_malloc(n * sizeof *src);
-    if (!src)
-        return -ENOMEM;
-    int rc = 0;
     hbm_tier *h = e->hbm;
+    int rc = 0;
     for (size_t k = 0; k < n && !rc; k++) {
         size_t i = first + k;
         bool hbm = false;
@@ -582,6 +569,31 @@ KVT_EXPORT int kvt_lease_gather_layer(kvt_lease *l, size_t first, size_t n, uint
                 rc = e->cuda_pinned ? -ENOSPC : -EINVAL;
         }
     }
+    return rc;
+}
+
+/* kvt_lease_gather_layer (SM kernel, heads outer) and kvt_lease_copy_layer (copy engines,
+ * tokens outer): the same checks and sources. */
+static int layer_copy(kvt_lease *l, size_t first, size_t n, uint32_t layer, void *k_dst,
+                      void *v_dst, uint64_t head_stride, uint32_t ctas, void *stream, bool ce)
+{
+    if (!l || !k_dst || !v_dst)
+        return -EINVAL;
+    if (first > l->n_blocks || n > l->n_blocks - first)
+        return -ERANGE;
+    kvt_ns *ns = l->ns;
+    kvt_engine *e = ns->eng;
+    const kvt_layout *L = &ns->layout;
+    if (layer >= L->layers || n > UINT32_MAX)
+        return -EINVAL;
+    if (e->simulate || gpu_device_count() <= 0)
+        return -ENODEV;
+    if (n == 0)
+        return 0;
+    const void **src = util_malloc(n * sizeof *src);
+    if (!src)
+        return -ENOMEM;
+    int rc = layer_sources(l, first, n, stream, src);
     if (!rc) {
         gpu_gather_params p;
         memset(&p, 0, sizeof p);
@@ -595,10 +607,24 @@ KVT_EXPORT int kvt_lease_gather_layer(kvt_lease *l, size_t first, size_t n, uint
         p.v_dst = v_dst;
         p.head_stride = head_stride;
         p.ctas = ctas;
-        rc = gpu_gather_layer(src, (uint32_t)n, &p, stream);
+        rc = ce ? gpu_copy_layer(src, (uint32_t)n, &p, stream)
+                : gpu_gather_layer(src, (uint32_t)n, &p, stream);
     }
     util_free(src);
     return rc;
+}
+
+KVT_EXPORT int kvt_lease_gather_layer(kvt_lease *l, size_t first, size_t n, uint32_t layer,
+                                      void *k_dst, void *v_dst, uint64_t head_stride,
+                                      uint32_t ctas, void *stream)
+{
+    return layer_copy(l, first, n, layer, k_dst, v_dst, head_stride, ctas, stream, false);
+}
+
+KVT_EXPORT int kvt_lease_copy_layer(kvt_lease *l, size_t first, size_t n, uint32_t layer,
+                                    void *k_dst, void *v_dst, void *stream)
+{
+    return layer_copy(l, first, n, layer, k_dst, v_dst, 0, 0, stream, true);
 }
 
 /* ---------------------------------------------------------------- attention launchers */

@@ -66,6 +66,23 @@ typedef struct gpu_gather_params {
 int gpu_gather_layer(const void *const *src, uint32_t n, const gpu_gather_params *p,
                      struct CUstream_st *s);
 
+/**
+ * The same layer of the same n blocks into "tokens outer" K and V buffers, with the copy
+ * engines (no SM work, so no contention with kernels running beside it):
+ *
+ *   k_dst[((tok0 + i*bt + t)*H + h)*D + d] = src[i][layer][0][t][h][d]
+ *   v_dst[...same...]                      = src[i][layer][1][t][h][d]
+ *
+ * i.e. each block's K (V) page of the layer, bt*H*D elements, lands contiguously after the
+ * previous block's. One cudaMemcpy2DAsync per run of blocks evenly spaced in memory (the
+ * blocks of one put usually sit in adjacent arena slots) and per K/V: a run of m blocks is
+ * m rows of one page each, source pitch the spacing. head_stride and ctas are not used.
+ * src[i] as for gpu_gather_layer (pinned host memory the device can address, or device
+ * memory); a Hugging Face [1][H][T][D] view of k_dst is its transpose(1, 2).
+ */
+int gpu_copy_layer(const void *const *src, uint32_t n, const gpu_gather_params *p,
+                   struct CUstream_st *s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -82,6 +82,26 @@ int io_rc(cudaError_t e)
     return e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ? -ENODEV : -EIO;
 }
 
+/* gpu_gather_layer's and gpu_copy_layer's pointer checks (n > 0): every source set (and
+ * 16-byte aligned if align16), and the device able to address the sources and destinations.
+ * A pointer the GPU cannot dereference would fault the context: the sources are sampled
+ * (first, middle, last; all for small batches), as gpu_copy_blocks does. */
+int layer_pointers_ok(const void *const *src, uint32_t n, const gpu_gather_params *p, bool align16)
+{
+    int rc = gpu_dev_info();
+    if (rc)
+        return rc;
+    for (uint32_t i = 0; i < n; i++)
+        if (!src[i] || (align16 && ((uintptr_t)src[i] & 15)))
+            return -EINVAL;
+    for (uint32_t i = 0; i < n; i = (n <= 64 || i == n - 1) ? i + 1 : (i == 0 ? n / 2 : n - 1))
+        if (!gpu_dev_addressable(src[i]))
+            return -EINVAL;
+    if (!gpu_dev_addressable(p->k_dst) || !gpu_dev_addressable(p->v_dst))
+        return -EINVAL;
+    return 0;
+}
+
 } // namespace
 
 extern "C" int gpu_memcpy(void *dst, const void *src, size_t n, struct CUstream_st *s)
@@ -149,19 +169,9 @@ extern "C" int gpu_gather_layer(const void *const *src, uint32_t n, const gpu_ga
         return -EINVAL;
     if (n == 0)
         return 0;
-    int rc = gpu_dev_info();
+    int rc = layer_pointers_ok(src, n, p, true);
     if (rc)
         return rc;
-    for (uint32_t i = 0; i < n; i++)
-        if (!src[i] || ((uintptr_t)src[i] & 15))
-            return -EINVAL;
-    /* A pointer the GPU cannot dereference would fault the context: check a sample (first,
-     * middle, last; all for small batches), as gpu_copy_blocks does. */
-    for (uint32_t i = 0; i < n; i = (n <= 64 || i == n - 1) ? i + 1 : (i == 0 ? n / 2 : n - 1))
-        if (!gpu_dev_addressable(src[i]))
-            return -EINVAL;
-    if (!gpu_dev_addressable(p->k_dst) || !gpu_dev_addressable(p->v_dst))
-        return -EINVAL;
     gather_list *L = static_cast<gather_list *>(util_malloc(sizeof *L));
     if (!L)
         return -ENOMEM;
@@ -187,5 +197,47 @@ extern "C" int gpu_gather_layer(const void *const *src, uint32_t n, const gpu_ga
         rc = io_rc(cudaGetLastError());
     }
     util_free(L);
+    return rc;
+}
+
+extern "C" int gpu_copy_layer(const void *const *src, uint32_t n, const gpu_gather_params *p,
+                              struct CUstream_st *s)
+{
+    if (!p || (n && !src) || !p->k_dst || !p->v_dst || !p->layers || p->layer >= p->layers ||
+        !p->block_tokens || !p->kv_heads || !p->head_dim || !p->elem_bytes)
+        return -EINVAL;
+    if (n == 0)
+        return 0;
+    /* only memory the device can address: a pageable source would make the copy a
+     * synchronous staged one */
+    int rc = layer_pointers_ok(src, n, p, false);
+    if (rc)
+        return rc;
+    const size_t page = (size_t)p->block_tokens * p->kv_heads * p->head_dim * p->elem_bytes;
+    const size_t off = (size_t)p->layer * 2 * page;
+    const size_t tok_bytes = page / p->block_tokens;
+    char *k = static_cast<char *>(p->k_dst) + p->tok0 * tok_bytes;
+    char *v = static_cast<char *>(p->v_dst) + p->tok0 * tok_bytes;
+    cudaStream_t st = reinterpret_cast<cudaStream_t>(s);
+    for (uint32_t a = 0; a < n && !rc;) {
+        const char *s0 = static_cast<const char *>(src[a]);
+        uint32_t b = a + 1;
+        size_t pitch = page;
+        if (b < n && static_cast<const char *>(src[b]) > s0) {
+            const size_t d = (size_t)(static_cast<const char *>(src[b]) - s0);
+            if (d >= 2 * page && d <= (size_t)INT32_MAX) { /* blocks never overlap: d >= block */
+                pitch = d;
+                while (b < n && static_cast<const char *>(src[b]) == s0 + (size_t)(b - a) * pitch)
+                    b++;
+            }
+        }
+        const size_t rows = b - a;
+        rc = io_rc(cudaMemcpy2DAsync(k + a * page, page, s0 + off, pitch, page, rows,
+                                     cudaMemcpyDefault, st));
+        if (!rc)
+            rc = io_rc(cudaMemcpy2DAsync(v + a * page, page, s0 + off + page, pitch, page, rows,
+                                         cudaMemcpyDefault, st));
+        a = b;
+    }
     return rc;
 }

@@ -81,6 +81,12 @@ int main(void)
     TU_CHECK_EQ(kvt_lease_gather_layer(l, 2, 3, 0, k, v, 64, 0, NULL), -ERANGE);
     TU_CHECK_EQ(kvt_lease_gather_layer(l, 0, 1, 2, k, v, 64, 0, NULL), -EINVAL);
     TU_CHECK_EQ(kvt_lease_gather_layer(l, 0, 4, 0, k, v, 4 * 16 * 64, 0, NULL), -ENODEV);
+    /* the copy-engine variant: the same checks, the same -ENODEV without a GPU */
+    TU_CHECK_EQ(kvt_lease_copy_layer(NULL, 0, 1, 0, k, v, NULL), -EINVAL);
+    TU_CHECK_EQ(kvt_lease_copy_layer(l, 0, 1, 0, k, NULL, NULL), -EINVAL);
+    TU_CHECK_EQ(kvt_lease_copy_layer(l, 2, 3, 0, k, v, NULL), -ERANGE);
+    TU_CHECK_EQ(kvt_lease_copy_layer(l, 0, 1, 2, k, v, NULL), -EINVAL);
+    TU_CHECK_EQ(kvt_lease_copy_layer(l, 0, 4, 0, k, v, NULL), -ENODEV);
 
     kvt_attn_args a;
     memset(&a, 0, sizeof a);

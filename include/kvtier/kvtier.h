@@ -1016,6 +1016,25 @@ int kvt_lease_gather_layer(kvt_lease *lease, size_t first, size_t n, uint32_t la
                            void *cuda_stream);
 
 /**
+ * kvt_lease_gather_layer's copy with the GPU's copy engines instead of a kernel, into K and V
+ * device buffers laid out tokens outer, each block's page as it is stored:
+ *
+ *   k_dst[((i*bt + t)*kv_heads + h)*head_dim + d] = K of block first+i, token t, head h
+ *   v_dst[...]                                    = V of the same
+ *
+ * so [T][kv_heads][head_dim], n*bt tokens; its transpose(1, 2) as a [1][T][H][D] tensor is
+ * the Hugging Face [1][kv_heads][T][head_dim] view (a DynamicCache's next update makes it
+ * contiguous). No SM runs the copy: concurrent kernels keep the whole GPU, which a kernel
+ * reading host memory over PCIe does not leave them (its CTAs hold their SMs for the whole
+ * copy). One cudaMemcpy2DAsync per K/V and per run of blocks evenly spaced in memory (the
+ * blocks of one put usually are). Blocks are read from the same places as
+ * kvt_lease_gather_layer reads them.
+ * @return as kvt_lease_gather_layer (no alignment condition).
+ */
+int kvt_lease_copy_layer(kvt_lease *lease, size_t first, size_t n, uint32_t layer,
+                         void *k_dst, void *v_dst, void *cuda_stream);
+
+/**
  * One paged attention call over one layer of the HBM pool (or any device buffer in the
  * pool layout). Shapes, in elements of the layout's dtype unless said (device memory):
  *

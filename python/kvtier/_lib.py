@@ -208,6 +208,7 @@ _OPTIONAL: Dict[str, Optional[tuple]] = {
     "kvt_hbm_pool": (c_int, [_P, POINTER(HbmPoolInfo_c)]),
     "kvt_lease_load_hbm": (c_int, [_P, c_size_t, c_size_t, _P, _P]),
     "kvt_lease_gather_layer": (c_int, [_P, c_size_t, c_size_t, c_uint32, _P, _P, c_uint64, c_uint32, _P]),
+    "kvt_lease_copy_layer": (c_int, [_P, c_size_t, c_size_t, c_uint32, _P, _P, _P]),
     "kvt_attn_workspace_bytes": (c_int, [POINTER(AttnArgs_c), POINTER(c_size_t)]),
     "kvt_attn_run": (c_int, [POINTER(AttnArgs_c), _P, c_size_t, _P]),
 }

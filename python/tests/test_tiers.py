@@ -293,6 +293,10 @@ class TestHBM(unittest.TestCase):
                     buf = (ctypes.c_uint8 * 64)()
                     self.assertEqual(L.kvt_lease_gather_layer(lease._h, 0, 4, 0, buf, buf, 64 * 64, 0, None),
                                      -errno.ENODEV)
+                    if _lib.FEATURES.get("kvt_lease_copy_layer"):
+                        self.assertEqual(L.kvt_lease_copy_layer(lease._h, 0, 4, 0, buf, buf, None), -errno.ENODEV)
+                        self.assertEqual(L.kvt_lease_copy_layer(lease._h, 0, 5, 0, buf, buf, None), -errno.ERANGE)
+                        self.assertEqual(L.kvt_lease_copy_layer(lease._h, 0, 4, 2, buf, buf, None), -errno.EINVAL)
                     with self.assertRaises(ValueError):  # the Python check: CPU tensors
                         k = torch.zeros(1, 2, 64, 64, dtype=torch.bfloat16)
                         lease.gather_layer(0, k, k.clone())
@@ -327,6 +331,11 @@ class TestHBM(unittest.TestCase):
                 for layer, (k, v) in enumerate(lease.gather()):
                     self.assertTrue(torch.equal(k, ref[layer][0]))
                     self.assertTrue(torch.equal(v, ref[layer][1]))
+                if _lib.FEATURES.get("kvt_lease_copy_layer"):  # the copy engines, from the pool
+                    for layer in range(lay.layers):
+                        k, v = self._copy_layer(lease, layer, 0, 7)
+                        self.assertTrue(torch.equal(k, ref[layer][0]))
+                        self.assertTrue(torch.equal(v, ref[layer][1]))
                 # decode attention of one query over the 112 cached tokens, vs torch in fp32
                 q = torch.randn((1, 4, 64), generator=g).bfloat16().cuda()
                 out = paged_attention(pool, 1, q, torch.tensor([0, 7], dtype=torch.int32, device="cuda"),
@@ -342,6 +351,48 @@ class TestHBM(unittest.TestCase):
             st = c.stats()
             self.assertEqual(st.hbm_state, 1)
             self.assertEqual(st.hbm_loads, 7)
+
+
+    def _copy_layer(self, lease, layer, first, n):
+        """kvt_lease_copy_layer into NaN-filled [1, T, H, D] buffers; their [1, H, T, D] view."""
+        lay = self.LAY
+        k = torch.full((1, n * lay.block_tokens, lay.kv_heads, lay.head_dim), float("nan"),
+                       dtype=torch.bfloat16, device="cuda")
+        v = torch.full_like(k, float("nan"))
+        torch.cuda.synchronize()
+        rc = _lib.lib().kvt_lease_copy_layer(lease._h, first, n, layer, k.data_ptr(), v.data_ptr(), None)
+        self.assertEqual(rc, 0)
+        torch.cuda.synchronize()
+        return k.transpose(1, 2), v.transpose(1, 2)
+
+    @unittest.skipUnless(HAVE_GPU, "no CUDA device")
+    @need("kvt_lease_copy_layer")
+    def test_copy_layer_from_dram(self):
+        """kvt_lease_copy_layer reads the registered arena with the copy engines: the same
+        K/V as blocks_to_layers, whole leases and sub-ranges, blocks adjacent or not."""
+        from kvtier.torch_io import blocks_to_layers
+
+        lay = self.LAY
+        g = torch.Generator().manual_seed(SEED + 1)
+        with kvtier.Cache(dram_bytes="16M", hugepages="off") as c:
+            if not c.stats().dram_cuda_pinned:
+                self.skipTest("the DRAM arena is not CUDA-registered")
+            ns = c.namespace("m", lay)
+            t = np.arange(9 * 16)
+            kv = torch.randn((9,) + lay.block_shape, generator=g).bfloat16()
+            ns.put(t[: 4 * 16], kv[:4])
+            other = c.namespace("other", lay)  # blocks between the two halves in the arena
+            other.put(np.arange(3 * 16) + 7, torch.zeros((3,) + lay.block_shape, dtype=torch.bfloat16))
+            ns.put(t, kv[4:], start_block=4)
+            ref = blocks_to_layers(kv.cuda())
+            with ns.lease(t) as lease:
+                self.assertEqual(lease.blocks, 9)
+                for first, n in ((0, 9), (2, 5), (8, 1)):
+                    for layer in range(lay.layers):
+                        k, v = self._copy_layer(lease, layer, first, n)
+                        sl = slice(first * 16, (first + n) * 16)
+                        self.assertTrue(torch.equal(k, ref[layer][0][:, :, sl]), (first, n, layer))
+                        self.assertTrue(torch.equal(v, ref[layer][1][:, :, sl]), (first, n, layer))
 
 
 if __name__ == "__main__":
