@@ -252,10 +252,14 @@ int gpu_attn_plan_make_ex(const gpu_attn_params *p, uint32_t total_q, uint32_t m
                           gpu_attn_plan *plan);
 
 /**
- * Launch the paged attention kernel (and, when split, the merge kernel) on stream.
+ * Launch the paged attention kernel (and, when split beyond one cluster, the merge kernel) on
+ * stream, on the calling thread's current device. Thread-safe; no memset; per call one
+ * cudaGetDevice and no attribute query (device attributes, kernel attributes and occupancy
+ * are cached per process and device). The plan must come from the same kind of device.
  * @param[in] workspace  device scratch of at least plan->workspace_bytes (may be NULL when 0).
  * @return 0; -EINVAL (params inconsistent with the plan, misaligned q/out/pool, workspace
- *         too small); -ENODEV; -EIO (launch failed).
+ *         too small, a tensor-core plan on a GPU older than sm_80); -ENODEV; -EIO (launch
+ *         failed).
  */
 int gpu_attn_run(const gpu_attn_params *p, const gpu_attn_plan *plan, void *workspace,
                  size_t workspace_bytes, struct CUstream_st *stream);
