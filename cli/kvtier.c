@@ -1079,8 +1079,9 @@ static const char *command_list(void)
 
 static int not_built(const command *c)
 {
-    err("'%s' is not built into this program: it arrives with its own issue, or CMake left it "
-        "out (see README.md, Status). Commands: %s", c->name, command_list());
+    err("'%s' is not built into this program: CMake left it out (serve: -DKVT_SERVER=ON, needs "
+        "libmicrohttpd and libinih; analyze: -DKVT_ANALYTICS=ON, needs jansson; bash "
+        "scripts/start installs them). Commands: %s", c->name, command_list());
     return EXIT_USAGE;
 }
 
