@@ -603,18 +603,57 @@ static void disk_bw_charge(kvt_engine *e, uint64_t bytes)
 
 /* ---------------------------------------------------------------- quarantine */
 
+/* Take the quarantine for one catalog delete batch: *n copies (NULL, 0 when empty). The
+ * caller deletes their records, then calls quar_done. Lock held. */
+static quar *quar_take(kvt_engine *e, size_t *n)
+{
+    *n = e->n_quar;
+    if (!*n)
+        return NULL;
+    quar *q = e->quar;
+    e->quar = NULL;
+    e->n_quar = e->cap_quar = 0;
+    e->quar_draining++; /* compaction waits for it (engine/compact.c) */
+    return q;
+}
+
+/* Copies q[0..n) of quar_take: their records' deletes are durable (rc == 0): free their
+ * space; else they stay quarantined. Called unlocked; returns with the lock held. */
+static void quar_done(kvt_engine *e, quar *q, size_t n, int rc)
+{
+    if (rc == 0 && n && e->disk) {
+        pthread_rwlock_wrlock(&e->disk_rw);
+        for (size_t i = 0; i < n; i++)
+            if (q[i].tier == RADIX_TIER_DISK)
+                disk_free(e->disk, q[i].loc);
+        pthread_rwlock_unlock(&e->disk_rw);
+    }
+    pthread_mutex_lock(&e->lock);
+    if (!n)
+        return;
+    e->quar_draining--;
+    if (rc == 0) {
+        for (size_t i = 0; i < n; i++)
+            if (q[i].tier == RADIX_TIER_NVME)
+                nvme_free(e->nvme, (uint32_t)q[i].loc);
+        pthread_cond_broadcast(&e->wt_done);
+    } else {
+        io_log(IO_LOG_WARN, "catalog delete failed (%d): %zu copies stay quarantined", rc, n);
+        for (size_t i = 0; i < n; i++)
+            quar_add(e, &q[i]);
+    }
+    util_free(q);
+}
+
 /* Delete the quarantined copies' records (synced), then free their space. Flusher thread
  * (and close) only, so a delete can never overtake a later put of the same key. Lock held;
  * dropped while the catalog and the disk tier work. */
 static void quarantine_drain(kvt_engine *e)
 {
-    if (!e->n_quar)
+    size_t n;
+    quar *q = quar_take(e, &n);
+    if (!n)
         return;
-    quar *q = e->quar;
-    size_t n = e->n_quar;
-    e->quar = NULL;
-    e->n_quar = e->cap_quar = 0;
-    e->quar_draining++; /* compaction waits for it (engine/compact.c) */
     pthread_mutex_unlock(&e->lock);
     int rc = -ENOMEM;
     catalog_del *dels = util_malloc(n * sizeof *dels);
@@ -624,27 +663,7 @@ static void quarantine_drain(kvt_engine *e)
         rc = catalog_delete_batch(e->cat, dels, n, CATALOG_SYNC);
         util_free(dels);
     }
-    if (rc == 0 && e->disk) {
-        pthread_rwlock_wrlock(&e->disk_rw);
-        for (size_t i = 0; i < n; i++)
-            if (q[i].tier == RADIX_TIER_DISK)
-                disk_free(e->disk, q[i].loc);
-        pthread_rwlock_unlock(&e->disk_rw);
-    }
-    pthread_mutex_lock(&e->lock);
-    e->quar_draining--;
-    if (rc == 0) {
-        for (size_t i = 0; i < n; i++)
-            if (q[i].tier == RADIX_TIER_NVME)
-                nvme_free(e->nvme, (uint32_t)q[i].loc);
-        util_free(q);
-        pthread_cond_broadcast(&e->wt_done);
-    } else {
-        io_log(IO_LOG_WARN, "catalog delete failed (%d): %zu copies stay quarantined", rc, n);
-        for (size_t i = 0; i < n; i++)
-            quar_add(e, &q[i]);
-        util_free(q);
-    }
+    quar_done(e, q, n, rc);
 }
 
 void tiers_quarantine_drain(kvt_engine *e) { quarantine_drain(e); } /* engine/compact.c */
@@ -755,9 +774,11 @@ static void fill_record(catalog_record *r, const wt_job *j, int tier, uint64_t l
     r->ttl_deadline = j->ttl_deadline;
 }
 
-/* Put the records of the jobs with err == 0 (tier/location from each job); a job whose
- * record cannot be put gets err. Unlocked. */
-static void wt_catalog(kvt_engine *e, wt_job *jobs, unsigned n)
+/* Put the records of the jobs with err == 0 (tier/location from each job) in one catalog
+ * batch, after the deletes of the quarantined copies q[0..nq) (quar_take; the batch is then
+ * synced: their space may be reused only once the deletes are durable). A job whose record
+ * cannot be put gets err. Returns the status of the deletes (for quar_done). Unlocked. */
+static int wt_catalog(kvt_engine *e, wt_job *jobs, unsigned n, const quar *q, size_t nq)
 {
     catalog_record recs[WT_BATCH];
     unsigned idx[WT_BATCH], k = 0;
@@ -767,12 +788,19 @@ static void wt_catalog(kvt_engine *e, wt_job *jobs, unsigned n)
                         jobs[i].tier == RADIX_TIER_NVME ? jobs[i].nvme_slot : jobs[i].dloc);
             idx[k++] = i;
         }
-    while (k) {
+    catalog_del *dels = NULL;
+    if (nq && !(dels = util_malloc(nq * sizeof *dels))) {
+        for (unsigned i = 0; i < k; i++) /* not recorded; retried by no one: DRAM only */
+            jobs[idx[i]].err = -ENOMEM;
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < nq; i++)
+        dels[i] = q[i].del;
+    int rc;
+    for (;;) {
         size_t bad = SIZE_MAX;
-        int rc = catalog_put_batch(e->cat, recs, k, 0, &bad);
-        if (rc == 0)
-            return;
-        if ((rc == CATALOG_ECOLLISION || rc == -EINVAL || rc == -ENOENT) && bad < k) {
+        rc = catalog_write_batch(e->cat, dels, nq, recs, k, nq ? CATALOG_SYNC : 0, &bad);
+        if (rc && (rc == CATALOG_ECOLLISION || rc == -EINVAL || rc == -ENOENT) && bad < k) {
             /* that block stays uncatalogued (DRAM only); the others go again */
             jobs[idx[bad]].err = catalog_status(rc);
             memmove(&recs[bad], &recs[bad + 1], (k - bad - 1) * sizeof recs[0]);
@@ -780,10 +808,13 @@ static void wt_catalog(kvt_engine *e, wt_job *jobs, unsigned n)
             k--;
             continue;
         }
+        break;
+    }
+    if (rc)
         for (unsigned i = 0; i < k; i++)
             jobs[idx[i]].err = catalog_status(rc);
-        return;
-    }
+    util_free(dels);
+    return rc;
 }
 
 /* Write records to the disk tier: jobs[i].err/dloc set. bufs[i] hold the raw bytes. */
@@ -875,7 +906,7 @@ restart:
                 mv[i].err = KVT_ECORRUPT;
         }
         disk_write_jobs(e, mv, wb->buf, k);
-        wt_catalog(e, mv, k);
+        wt_catalog(e, mv, k, NULL, 0);
         pthread_mutex_lock(&e->lock);
         for (unsigned i = 0; i < k; i++) {
             radix_node *n;
@@ -1084,13 +1115,15 @@ static void wt_run(kvt_engine *e, wt_job *jobs, unsigned n, wt_bufs *wb)
     }
     disk_write_jobs(e, jobs, wb->buf, n);
 
-    /* records only for durable bytes; deletes of reused keys first (quarantine order) */
+    /* records only for durable bytes, in one batch with the quarantine's deletes (first:
+     * a reused key's new record survives its old copy's delete) */
     pthread_mutex_lock(&e->lock);
-    quarantine_drain(e);
+    size_t nq;
+    quar *qs = quar_take(e, &nq);
     pthread_mutex_unlock(&e->lock);
-    wt_catalog(e, jobs, n);
+    int qrc = wt_catalog(e, jobs, n, qs, nq);
+    quar_done(e, qs, nq, qrc); /* locks */
 
-    pthread_mutex_lock(&e->lock);
     unsigned nfail = 0;
     int ferr = 0;
     for (unsigned i = 0; i < n; i++) {
@@ -1158,8 +1191,14 @@ static void *flusher_main(void *arg)
     memset(&wb, 0, sizeof wb);
     pthread_mutex_lock(&e->lock);
     for (;;) {
-        quarantine_drain(e);
-        unsigned n = e->wt_busy ? 0 : wt_collect(e, jobs, e->opts->wt_batch ? e->opts->wt_batch : WT_BATCH);
+        /* a round's catalog batch carries the quarantine's deletes; without a round they
+         * go on their own, and what came meanwhile is collected again (no lost wakeup) */
+        unsigned max = e->opts->wt_batch ? e->opts->wt_batch : WT_BATCH;
+        unsigned n = e->wt_busy ? 0 : wt_collect(e, jobs, max);
+        if (!n && e->n_quar) {
+            quarantine_drain(e);
+            n = e->wt_busy ? 0 : wt_collect(e, jobs, max);
+        }
         if (n) {
             e->wt_active = 1;
             wt_run(e, jobs, n, &wb);

@@ -282,10 +282,14 @@ int cfg_set(srv_config *c, const char *key, const char *v, char *err, size_t err
     } else if (!strcmp(k, "dram_read_bandwidth") || !strcmp(k, "dram_write_bandwidth") ||
                !strcmp(k, "nvme_read_bandwidth") || !strcmp(k, "nvme_write_bandwidth") ||
                !strcmp(k, "disk_read_bandwidth") || !strcmp(k, "disk_write_bandwidth")) {
-        /* measured bandwidths for the cost model (`kvtier probe --write-config`), bytes/s;
-         * validated here; not passed to the engine (kvt_options_set_tier_perf) yet */
+        /* measured bandwidths for the cost model (`kvtier probe --write-config`), bytes/s,
+         * passed to kvt_options_set_tier_perf */
         if (kvt_parse_size(v, &sz) || sz == 0)
             goto bad;
+        kvt_tier tier = k[0] == 'd' && k[1] == 'r' ? KVT_TIER_DRAM
+                        : k[0] == 'n'              ? KVT_TIER_NVME
+                                                   : KVT_TIER_DISK;
+        *(strstr(k, "_read_") ? &c->tier_read_bw[tier] : &c->tier_write_bw[tier]) = sz;
     } else if (!strcmp(k, "io_depth")) {
         if (parse_int(v, 1, 4096, &iv))
             goto bad;

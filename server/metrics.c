@@ -444,6 +444,15 @@ char *info_text(srv *s, srv_tenant *t, const char *sec, size_t *len)
                 (unsigned long long)s->cfg.kv_block_bytes, (unsigned long long)s->cfg.max_value_bytes,
                 t ? t->n_ns : 0, (unsigned long long)(t ? t->quota_dram : 0),
                 (unsigned long long)(t ? t->quota_nvme : 0), (unsigned long long)(t ? t->quota_disk : 0));
+        /* the bandwidths the cost model plans loads with (configured <tier>_read_bandwidth /
+         * <tier>_write_bandwidth, else the defaults), bytes/s */
+        kvt_tier_info ti[8];
+        size_t nt = 0;
+        if (!kvt_engine_tiers(s->eng, ti, 8, &nt))
+            for (size_t i = 0; i < nt && i < 8; i++)
+                if (ti[i].tier != KVT_TIER_HBM)
+                    fprintf(f, "%s_read_bandwidth:%.0f\r\n%s_write_bandwidth:%.0f\r\n", ti[i].name,
+                            ti[i].read_bw, ti[i].name, ti[i].write_bw);
         if (t && t->admin)
             fprintf(f, "dram_used:%llu\r\nnvme_used:%llu\r\ndisk_used:%llu\r\n"
                        "dram_blocks:%llu\r\nnvme_blocks:%llu\r\ndisk_blocks:%llu\r\n"

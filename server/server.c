@@ -1058,6 +1058,10 @@ static int open_engine(srv *s)
     if (!rc)
         rc = kvt_options_set_dram_prefault(o, s->cfg.dram_prefault);
     const srv_config *cf = &s->cfg;
+    for (kvt_tier t = KVT_TIER_DRAM; !rc && t <= KVT_TIER_DISK; t++)
+        if (cf->tier_read_bw[t] || cf->tier_write_bw[t])
+            rc = kvt_options_set_tier_perf(o, t, (double)cf->tier_read_bw[t],
+                                           (double)cf->tier_write_bw[t]);
     if (!rc && cf->data_dir[0]) {
         rc = kvt_options_set_data_dir(o, cf->data_dir);
         if (!rc)

@@ -117,6 +117,9 @@ typedef struct srv_config {
     char data_dir[SRV_PATH_MAX];
     char nvme_path[SRV_PATH_MAX], disk_path[SRV_PATH_MAX]; /* "" = DATA_DIR/nvme, /disk */
     uint64_t nvme_bytes, disk_bytes, nvme_bw, disk_bw;
+    /* the cost model's bandwidths, bytes/s, by kvt_tier (DRAM, NVME, DISK; `kvtier probe
+     * --write-config`'s <tier>_read_bandwidth / <tier>_write_bandwidth); 0 = the default */
+    uint64_t tier_read_bw[4], tier_write_bw[4];
     unsigned io_depth;
     int backpressure_ms;      /* -1 = the engine's default */
     char access_log[SRV_PATH_MAX];

@@ -476,13 +476,20 @@ static void test_namespaces(void)
 
 /* ---------------------------------------------------------------- collisions */
 
-static void test_collision(void)
+/* A fresh catalog in dir (tag) holding namespace 1 (4 units per block). */
+static catalog *open_with_ns1(char *dir, size_t size, const char *tag)
 {
-    char dir[4200];
-    make_dir(dir, sizeof dir, "collide");
+    make_dir(dir, size, tag);
     catalog *cat = open_ok(dir);
     catalog_ns ns = make_ns(1, "m", "t", 4, 0);
     TU_CHECK_EQ(catalog_ns_put(cat, &ns), 0);
+    return cat;
+}
+
+static void test_collision(void)
+{
+    char dir[4200];
+    catalog *cat = open_with_ns1(dir, sizeof dir, "collide");
     TU_CHECK_EQ(catalog_ns_put(cat, &(catalog_ns){.id = 2, .name = "m", .tenant = "u"}), 0);
     const uint32_t ua[4] = {10, 11, 12, 13}, ub[4] = {10, 11, 12, 14};
     const uint64_t K = 0x1234; /* one key for two different blocks: a forced collision */
@@ -555,6 +562,59 @@ static void test_collision(void)
     TU_CHECK_EQ(g.n, 1);
     TU_CHECK_EQ(g.v[0].units[3], 14);
     free(g.v);
+    TU_CHECK_EQ(catalog_close(cat), 0);
+    rm_rf(dir);
+}
+
+/* catalog_write_batch: the write-through round's deletes and records in one batch. A record
+ * whose copy the same batch deletes survives; a copy deleted first is no collision
+ * reference (the old block of a reused key); checks fail the whole batch, deletes too. */
+static void test_write_batch(void)
+{
+    char dir[4200];
+    catalog *cat = open_with_ns1(dir, sizeof dir, "wbatch");
+    const uint32_t ua[4] = {10, 11, 12, 13}, ub[4] = {10, 11, 12, 14};
+    catalog_record a = simple_rec(1, 7, ua, 4), x = simple_rec(1, 8, ub, 4);
+    size_t bad = 0;
+    TU_CHECK_EQ(catalog_put_batch(cat, (catalog_record[]){a, x}, 2, 0, &bad), 0);
+
+    /* delete a's nvme copy and put it again at a new location; delete x: one batch */
+    catalog_record a2 = a;
+    a2.location = 77;
+    catalog_del dels[2] = {{1, CATALOG_TIER_NVME, 7}, {1, CATALOG_TIER_ALL, 8}};
+    TU_CHECK_EQ(catalog_write_batch(cat, dels, 2, &a2, 1, CATALOG_SYNC, &bad), 0);
+    got g = {0};
+    TU_CHECK_EQ(catalog_scan(cat, 1, 0, collect, &g, NULL), 0);
+    TU_CHECK_EQ(g.n, 1);
+    TU_CHECK(g.v[0].r.key == 7 && g.v[0].r.location == 77);
+    free(g.v);
+
+    /* key 7 now holds another block: a collision, unless the batch deletes the old copy */
+    catalog_record b = simple_rec(1, 7, ub, 4);
+    TU_CHECK_EQ(catalog_write_batch(cat, NULL, 0, &b, 1, 0, &bad), CATALOG_ECOLLISION);
+    catalog_del other = {1, CATALOG_TIER_DISK, 7}; /* not the copy that exists */
+    TU_CHECK_EQ(catalog_write_batch(cat, &other, 1, &b, 1, 0, &bad), CATALOG_ECOLLISION);
+    TU_CHECK_EQ(bad, 0);
+    catalog_del old = {1, CATALOG_TIER_NVME, 7};
+    TU_CHECK_EQ(catalog_write_batch(cat, &old, 1, &b, 1, CATALOG_SYNC, &bad), 0);
+    g = (got){0};
+    TU_CHECK_EQ(catalog_scan(cat, 1, 0, collect, &g, NULL), 0);
+    TU_CHECK_EQ(g.n, 1);
+    TU_CHECK_EQ(g.v[0].units[3], 14);
+    free(g.v);
+
+    /* a refused record: nothing written, the deletes neither */
+    catalog_del d7 = {1, CATALOG_TIER_ALL, 7};
+    catalog_record c = simple_rec(2, 9, ua, 4); /* namespace 2 does not exist */
+    TU_CHECK_EQ(catalog_write_batch(cat, &d7, 1, &c, 1, 0, &bad), -ENOENT);
+    TU_CHECK_EQ(scan_count(cat, 1, NULL), 1);
+    /* deletes only; bad arguments */
+    TU_CHECK_EQ(catalog_write_batch(cat, &d7, 1, NULL, 0, CATALOG_SYNC, &bad), 0);
+    TU_CHECK_EQ(scan_count(cat, 1, NULL), 0);
+    catalog_del badtier = {1, 99, 7};
+    TU_CHECK_EQ(catalog_write_batch(cat, &badtier, 1, &a, 1, 0, &bad), -EINVAL);
+    TU_CHECK_EQ(catalog_write_batch(cat, NULL, 1, &a, 1, 0, &bad), -EINVAL);
+    TU_CHECK_EQ(scan_count(cat, 1, NULL), 0);
     TU_CHECK_EQ(catalog_close(cat), 0);
     rm_rf(dir);
 }
@@ -991,6 +1051,7 @@ int main(void)
     test_errors();
     test_namespaces();
     test_collision();
+    test_write_batch();
     test_scan_stop();
     test_garbage(seed);
     test_oom();

@@ -513,7 +513,8 @@ static int put_check_ns(catalog *cat, const put_ent *ord, size_t n, size_t *bad)
  * slower per put on the development VM).
  */
 static int put_check_keys(catalog *cat, const catalog_record *recs, const put_ent *ord, size_t n,
-                          unsigned char *va, unsigned char *vb, size_t *bad)
+                          const catalog_del *dels, size_t n_dels, unsigned char *va,
+                          unsigned char *vb, size_t *bad)
 {
     size_t groups = 0;
     for (size_t i = 0; i < n; i++)
@@ -549,6 +550,19 @@ static int put_check_keys(catalog *cat, const catalog_record *recs, const put_en
     }
     if (st)
         goto out;
+    /* a copy the same batch deletes first is no reference (catalog_write_batch) */
+    for (size_t d = 0; d < n_dels; d++)
+        for (size_t i = 0, g = 0; i < n; i++) {
+            if (i && ord[i].ns == ord[i - 1].ns && ord[i].key == ord[i - 1].key)
+                continue;
+            if (ord[i].ns == dels[d].ns_id && ord[i].key == dels[d].key)
+                for (unsigned t = 0; t < CATALOG_TIERS; t++)
+                    if ((dels[d].tier == CATALOG_TIER_ALL || dels[d].tier == t) && vals[g + t]) {
+                        rocksdb_free(vals[g + t]);
+                        vals[g + t] = NULL;
+                    }
+            g += CATALOG_TIERS;
+        }
 
     size_t first_bad = SIZE_MAX;
     for (size_t g = 0, i = 0; i < n; g++) {
@@ -605,14 +619,52 @@ out:
     return st;
 }
 
+static int dels_valid(const catalog_del *dels, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (dels[i].tier >= CATALOG_TIERS && dels[i].tier != CATALOG_TIER_ALL)
+            return 0;
+    return 1;
+}
+
+/* Append the deletes of dels[0..n) to wb: one key per copy, every sub-key for TIER_ALL.
+ * A copy's delete that one of recs[0..n_recs) puts again (a reused key's new copy in the
+ * same tier) is left out: the put replaces the value, one memtable entry instead of two. */
+static void batch_deletes(rocksdb_writebatch_t *wb, const catalog_del *dels, size_t n,
+                          const catalog_record *recs, size_t n_recs)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t r = dels[i].tier == CATALOG_TIER_ALL ? n_recs : 0;
+        while (r < n_recs && (recs[r].ns_id != dels[i].ns_id || recs[r].key != dels[i].key ||
+                              recs[r].tier != dels[i].tier))
+            r++;
+        if (r < n_recs)
+            continue;
+        unsigned char k[KEY_BLK_LEN];
+        unsigned lo = dels[i].tier == CATALOG_TIER_ALL ? SUB_ACCESS : 1u + dels[i].tier;
+        unsigned hi = dels[i].tier == CATALOG_TIER_ALL ? CATALOG_TIERS : 1u + dels[i].tier;
+        for (unsigned sub = lo; sub <= hi; sub++) {
+            blk_key(k, dels[i].ns_id, dels[i].key, sub);
+            rocksdb_writebatch_delete(wb, (const char *)k, KEY_BLK_LEN);
+        }
+    }
+}
+
 int catalog_put_batch(catalog *cat, const catalog_record *recs, size_t n, unsigned flags,
                       size_t *bad)
+{
+    return catalog_write_batch(cat, NULL, 0, recs, n, flags, bad);
+}
+
+int catalog_write_batch(catalog *cat, const catalog_del *dels, size_t n_dels,
+                        const catalog_record *recs, size_t n, unsigned flags, size_t *bad)
 {
     size_t bad_dummy;
     if (!bad)
         bad = &bad_dummy;
     *bad = SIZE_MAX;
-    if (!cat || (n && !recs) || (flags & ~CATALOG_SYNC))
+    if (!cat || (n && !recs) || (n_dels && !dels) || (flags & ~CATALOG_SYNC) ||
+        !dels_valid(dels, n_dels))
         return -EINVAL;
     uint32_t max_units = 0;
     for (size_t i = 0; i < n; i++) {
@@ -622,8 +674,10 @@ int catalog_put_batch(catalog *cat, const catalog_record *recs, size_t n, unsign
         }
         max_units = recs[i].n_units > max_units ? recs[i].n_units : max_units;
     }
-    if (n == 0)
+    if (n == 0 && n_dels == 0)
         return (flags & CATALOG_SYNC) ? catalog_flush(cat) : 0;
+    if (n == 0)
+        return catalog_delete_batch(cat, dels, n_dels, flags);
 
     int st = 0;
     char *err = NULL;
@@ -642,9 +696,10 @@ int catalog_put_batch(catalog *cat, const catalog_record *recs, size_t n, unsign
     pthread_mutex_lock(&cat->lock);
     st = put_check_ns(cat, ord, n, bad);
     if (st == 0)
-        st = put_check_keys(cat, recs, ord, n, va, vb, bad);
+        st = put_check_keys(cat, recs, ord, n, dels, n_dels, va, vb, bad);
     if (st == 0) {
         wb = rocksdb_writebatch_create();
+        batch_deletes(wb, dels, n_dels, recs, n); /* first: a put of a deleted copy's key wins */
         for (size_t i = 0; i < n; i++) {
             unsigned char k[KEY_BLK_LEN];
             blk_key(k, recs[i].ns_id, recs[i].key, 1u + recs[i].tier);
@@ -652,13 +707,18 @@ int catalog_put_batch(catalog *cat, const catalog_record *recs, size_t n, unsign
             rocksdb_writebatch_put(wb, (const char *)k, KEY_BLK_LEN, (const char *)va,
                                    rec_bytes(recs[i].n_units));
         }
-        rocksdb_write(cat->db, cat->wo, wb, &err);
+        /* with deletes (the write-through's round) a synced write, as catalog_delete_batch:
+         * one WAL append and fsync */
+        int in_write = n_dels && (flags & CATALOG_SYNC);
+        rocksdb_write(cat->db, in_write ? cat->wo_sync : cat->wo, wb, &err);
         if (err)
             st = rocks_fail(cat, err);
+        else if (in_write)
+            flags &= ~CATALOG_SYNC;
     }
     pthread_mutex_unlock(&cat->lock);
-    /* The fsync runs outside the lock so that other batches can be checked and written
-     * meanwhile; FlushWAL(sync) covers everything written before it. */
+    /* Records only: the fsync runs outside the lock so that other batches can be checked
+     * and written meanwhile; FlushWAL(sync) covers everything written before it. */
     if (st == 0 && (flags & CATALOG_SYNC))
         st = catalog_flush(cat);
 fail:
@@ -674,22 +734,11 @@ fail:
 
 int catalog_delete_batch(catalog *cat, const catalog_del *dels, size_t n, unsigned flags)
 {
-    if (!cat || (n && !dels) || (flags & ~CATALOG_SYNC))
+    if (!cat || (n && !dels) || (flags & ~CATALOG_SYNC) || !dels_valid(dels, n))
         return -EINVAL;
-    for (size_t i = 0; i < n; i++)
-        if (dels[i].tier >= CATALOG_TIERS && dels[i].tier != CATALOG_TIER_ALL)
-            return -EINVAL;
     char *err = NULL;
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-    for (size_t i = 0; i < n; i++) {
-        unsigned char k[KEY_BLK_LEN];
-        unsigned lo = dels[i].tier == CATALOG_TIER_ALL ? SUB_ACCESS : 1u + dels[i].tier;
-        unsigned hi = dels[i].tier == CATALOG_TIER_ALL ? CATALOG_TIERS : 1u + dels[i].tier;
-        for (unsigned sub = lo; sub <= hi; sub++) {
-            blk_key(k, dels[i].ns_id, dels[i].key, sub);
-            rocksdb_writebatch_delete(wb, (const char *)k, KEY_BLK_LEN);
-        }
-    }
+    batch_deletes(wb, dels, n, NULL, 0);
     /* Deletes take no catalog lock, so a sync write lets RocksDB group-commit them. */
     rocksdb_write(cat->db, (flags & CATALOG_SYNC) ? cat->wo_sync : cat->wo, wb, &err);
     rocksdb_writebatch_destroy(wb);

@@ -209,6 +209,18 @@ int catalog_close(catalog *cat);
 int catalog_put_batch(catalog *cat, const catalog_record *recs, size_t n, unsigned flags,
                       size_t *bad);
 
+/*
+ * Deletes and records in one atomic batch (all or none, also across a crash): dels[0..n_dels)
+ * as catalog_delete_batch, then recs[0..n) as catalog_put_batch (a record whose key a delete
+ * of the same batch names survives). The write-through's round: the quarantine's deletes and
+ * the round's records in one write and, with CATALOG_SYNC, one WAL sync.
+ * @param[out] bad  as catalog_put_batch (an index into recs).
+ * @return as catalog_put_batch; -EINVAL also for a delete's tier as catalog_delete_batch.
+ *         Nothing is written when the records fail their checks.
+ */
+int catalog_write_batch(catalog *cat, const catalog_del *dels, size_t n_dels,
+                        const catalog_record *recs, size_t n, unsigned flags, size_t *bad);
+
 /* Delete a batch of copies (tier) or whole blocks (CATALOG_TIER_ALL: every copy and the
  * access entry), atomically. Deleting what is absent is not an error.
  * @return 0; -EINVAL (tier neither < CATALOG_TIERS nor CATALOG_TIER_ALL); -ENOMEM; RocksDB. */

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test_redis_cli — redis-cli (redis-tools) against kvtier-serve over TCP and the Unix
-# socket: AUTH (password, user + password), SET/GET/MGET, EXPIRE/TTL, DEL, INFO, RESP3.
+# socket: AUTH (password, user + password), SET/GET/MGET, EXPIRE/TTL, DEL, INFO, RESP3;
+# the configuration's <tier>_read/write_bandwidth keys in INFO kvtier (the cost model's view).
 # usage: test_redis_cli.sh path/to/kvtier-serve        exit 0 pass, 1 fail, 77 skip
 set -u
 BIN=${1:?usage: test_redis_cli.sh path/to/kvtier-serve}
@@ -16,6 +17,9 @@ cat >"$dir/kvtier.conf" <<CONF
 port = $port
 unixsocket = $sock
 data_dir = $dir/data
+# as `kvtier probe --write-config` writes them: the cost model's bandwidths (INFO kvtier)
+disk_read_bandwidth = 123456789
+dram_write_bandwidth = 20000000000
 [tenant:default]
 password = pw0
 [tenant:worker]
@@ -65,6 +69,9 @@ info=$("${A[@]}" INFO)
 [[ "$info" == *"redis_version:"* && "$info" == *"# Keyspace"* && "$info" == *"db0:keys=1"* ]] &&
     ok "INFO in Redis's format" || no "INFO: $info"
 expect "INFO section" "tiers:dram,disk" bash -c "${A[*]} INFO kvtier | tr -d '\r' | grep ^tiers:"
+expect "INFO: the configured bandwidths reach the cost model" \
+    $'dram_write_bandwidth:20000000000\ndisk_read_bandwidth:123456789' \
+    bash -c "${A[*]} INFO kvtier | tr -d '\r' | grep -E '^(dram_write|disk_read)_bandwidth:'"
 # user + password, and the users' data are separate tenants
 W=(redis-cli --no-auth-warning -p "$port" --user worker --pass pw1)
 expect "AUTH user password" "OK" "${W[@]}" SET k1 "worker's"
