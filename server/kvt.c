@@ -13,8 +13,9 @@
  * DRAM from the lease; when some are on nvme/disk it runs on a worker (cmd_offload) and
  * reads them there block by block before replying, so that a block failing verification
  * (KVT_ECORRUPT) is known before the reply's length is: the reply is then the intact
- * blocks before it plus an error (never bad bytes). The load plan (issue 4) is absent;
- * TTL hints for token namespaces are refused (the engine has no TTLs yet).
+ * blocks before it plus an error (never bad bytes). KVT.MATCH also returns the engine's load
+ * plan (kvt_lease_plan: which blocks to load from which tier and which to recompute, with
+ * the expected times); KVT.PUT's TTL hint goes to kvt_put_ex.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -359,6 +360,42 @@ static int leased_match(cmdctx *x, srv_ns **n, uint32_t **tok, size_t *ntok, siz
     return 0;
 }
 
+/* load_plan: {load_blocks, recompute_blocks, load_s, compute_s, total_s, all_recompute_s,
+ * steps: runs of [load|recompute, tier, first block, blocks] in prompt order} */
+static void reply_plan(cmdctx *x, const kvt_plan *p, const kvt_plan_block *b, size_t n)
+{
+    rp_map(x->out, x->resp, 7);
+    rp_bulkstr(x->out, "load_blocks");
+    rp_int(x->out, (long long)p->n_load);
+    rp_bulkstr(x->out, "recompute_blocks");
+    rp_int(x->out, (long long)p->n_recompute);
+    const struct {
+        const char *name;
+        double v;
+    } t[] = {{"load_s", p->load_s}, {"compute_s", p->compute_s}, {"total_s", p->total_s},
+             {"all_recompute_s", p->all_recompute_s}};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        rp_bulkstr(x->out, t[i].name);
+        rp_dbl(x->out, x->resp, t[i].v);
+    }
+    rp_bulkstr(x->out, "steps");
+    size_t runs = 0;
+    for (size_t i = 0; i < n; i++)
+        runs += i == 0 || b[i].load != b[i - 1].load || b[i].tier != b[i - 1].tier;
+    rp_arr(x->out, (long long)runs);
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && b[j].load == b[i].load && b[j].tier == b[i].tier)
+            j++;
+        rp_arr(x->out, 4);
+        rp_bulkstr(x->out, b[i].load ? "load" : "recompute");
+        rp_bulkstr(x->out, tier_name((int)b[i].tier));
+        rp_int(x->out, (long long)i);
+        rp_int(x->out, (long long)(j - i));
+        i = j;
+    }
+}
+
 /* KVT.MATCH ns tokens -> {matched_tokens, block_tokens, matched_blocks, tiers, load_plan}
  * A lease is taken to learn each block's tier (so the match counts as a use: LRU, hit
  * counters) and released once the reply is built. */
@@ -383,6 +420,10 @@ void cmd_kvt_match(cmdctx *x)
         return;
     }
     lease_tiers(l, mb, tier, by_tier);
+    /* the load plan for this request: its uncached tail is computed anyway */
+    kvt_plan plan;
+    kvt_plan_block *pb = mb ? malloc(mb * sizeof *pb) : NULL;
+    int have_plan = mb && pb && kvt_lease_plan(l, NULL, ntok - matched, &plan, pb) == 0;
     kvt_release(l);
     count_tiers(x->t, by_tier, bt);
     rp_map(x->out, x->resp, 5);
@@ -408,9 +449,13 @@ void cmd_kvt_match(cmdctx *x)
         rp_int(x->out, (long long)(j - i));
         i = j;
     }
-    free(tier);
     rp_bulkstr(x->out, "load_plan");
-    rp_nil(x->out, x->resp); /* absent until the engine plans loads (issue 4) */
+    if (have_plan)
+        reply_plan(x, &plan, pb, mb);
+    else
+        rp_nil(x->out, x->resp); /* nothing matched (or no memory to plan): nothing to load */
+    free(pb);
+    free(tier);
     access_log(x, n, "match", tok, ntok, matched, by_tier, NULL);
     *client_last_match(x->c) = lookup_id(n, &x->argv[2]);
     free(tok);
@@ -423,6 +468,7 @@ void cmd_kvt_put(cmdctx *x)
     if (!n)
         return;
     size_t from = 0;
+    kvt_put_opts po = {0};
     for (int i = 4; i < x->argc; i++) {
         if (arg_eq(&x->argv[i], "FROM") && i + 1 < x->argc) {
             uint64_t v;
@@ -433,11 +479,22 @@ void cmd_kvt_put(cmdctx *x)
             from = (size_t)v;
             i++;
         } else if (arg_eq(&x->argv[i], "TTL") && i + 1 < x->argc) {
-            rp_err(x->out, "TTL hints are not supported by this engine version (token "
-                   "namespaces have no expiry yet); omit TTL");
-            return;
+            /* a hint for the blocks this put stores: a miss once unused for that long */
+            char ttl[32];
+            const srv_arg *a = &x->argv[i + 1];
+            if (a->n == 0 || a->n >= sizeof ttl) {
+                rp_err(x->out, "TTL hint: like 30s, 5m, 1h or 2h30m");
+                return;
+            }
+            memcpy(ttl, a->p, a->n);
+            ttl[a->n] = 0;
+            if (kvt_ttl_parse(ttl, &po.ttl_s)) {
+                rp_err(x->out, "TTL hint '%s': like 30s, 5m, 1h or 2h30m", ttl);
+                return;
+            }
+            i++;
         } else {
-            rp_err(x->out, "syntax error: KVT.PUT ns tokens kv [FROM block]");
+            rp_err(x->out, "syntax error: KVT.PUT ns tokens kv [FROM block] [TTL 5m|1h]");
             return;
         }
     }
@@ -464,7 +521,7 @@ void cmd_kvt_put(cmdctx *x)
     for (size_t i = from; i < nb; i++)
         blocks[i] = kv->p + (i - from) * n->block_bytes;
     size_t stored = 0;
-    int rc = kvt_put(n->ns, tok, ntok, blocks, &stored);
+    int rc = kvt_put_ex(n->ns, tok, ntok, blocks, po.ttl_s > 0 ? &po : NULL, &stored);
     free(blocks);
     atomic_fetch_add_explicit(&x->t->px_puts, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&x->t->px_blocks_stored, stored, memory_order_relaxed);

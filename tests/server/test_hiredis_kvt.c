@@ -1,7 +1,7 @@
 /*
  * test_hiredis_kvt.c — the native prefix commands (KVT.*) through hiredis against a running
  * kvtier-serve: namespaces, MATCH (matched tokens, tiers, load plan), PUT (whole and FROM),
- * GET (streamed bytes), PREFETCH, TTL (absent, said so), STATS, and a seeded random
+ * GET (streamed bytes), PREFETCH, TTL hints (expiry after the last use), the load plan, STATS, and a seeded random
  * workload checked against a reference model ("a dumb table that always tells the truth"),
  * including invariant 1: a prefix that differs in one token never matches past it.
  *
@@ -270,7 +270,7 @@ int main(int argc, char **argv)
     uint8_t *b = blob_of(t, 14);
     r = kvt3(c, "KVT.MATCH", "llama", b, 14 * 4);
     CHECK(field(r, "matched_tokens")->integer == 0, "MATCH on an empty namespace: 0 tokens");
-    CHECK(field(r, "load_plan")->type == REDIS_REPLY_NIL, "load_plan is absent (nil)");
+    CHECK(field(r, "load_plan")->type == REDIS_REPLY_NIL, "nothing matched: load_plan is nil");
     freeReplyObject(r);
     uint8_t kv[3 * 256];
     fill(kv, sizeof(kv));
@@ -284,6 +284,16 @@ int main(int argc, char **argv)
     CHECK(f && f->elements == 1 && !strcmp(f->element[0]->element[0]->str, "dram") &&
               f->element[0]->element[1]->integer == 0 && f->element[0]->element[2]->integer == 3,
           "MATCH: tiers = [[dram, 0, 3]]");
+    /* the engine's load plan: 3 small DRAM blocks load far faster than a recompute */
+    f = field(r, "load_plan");
+    redisReply *lb = field(f, "load_blocks"), *rb = field(f, "recompute_blocks");
+    redisReply *ts = field(f, "total_s"), *ar = field(f, "all_recompute_s"), *st = field(f, "steps");
+    CHECK(lb && rb && lb->integer + rb->integer == 3 && lb->integer == 3, "load_plan: load 3 blocks");
+    CHECK(ts && ar && strtod(ts->str, NULL) <= strtod(ar->str, NULL) && strtod(ar->str, NULL) > 0,
+          "load_plan: total_s <= all_recompute_s (never slower than recomputing)");
+    CHECK(st && st->elements == 1 && !strcmp(st->element[0]->element[0]->str, "load") &&
+              !strcmp(st->element[0]->element[1]->str, "dram") && st->element[0]->element[3]->integer == 3,
+          "load_plan: steps = [[load, dram, 0, 3]]");
     freeReplyObject(r);
     size_t len;
     uint8_t *got = get(c, "llama", t, 14, &len);
@@ -326,14 +336,26 @@ int main(int argc, char **argv)
     r = kvt3(c, "KVT.PREFETCH", "nope", b, 14 * 4);
     CHECK(r->type == REDIS_REPLY_ERROR, "PREFETCH of an unknown namespace: an error");
     freeReplyObject(r);
-    /* absent features say so */
+    /* TTL hints: a block unused for longer than its TTL is a miss */
     {
-        const char *av[6] = {"KVT.PUT", "llama", (const char *)b, (const char *)kv, "TTL", "5m"};
-        size_t ln[6] = {7, 5, 16, bb, 3, 2};
+        uint32_t tt[8];
+        for (size_t i = 0; i < 8; i++)
+            tt[i] = 900000 + (uint32_t)i;
+        uint8_t *tb = blob_of(tt, 8);
+        const char *av[6] = {"KVT.PUT", "llama", (const char *)tb, (const char *)kv, "TTL", "1s"};
+        size_t ln[6] = {7, 5, 32, 2 * bb, 3, 2};
         r = cmd(c, 6, av, ln);
-        CHECK(r->type == REDIS_REPLY_ERROR && strstr(r->str, "TTL hints are not supported"), "TTL hint: %s",
-              r->str);
+        CHECK(r->type == REDIS_REPLY_INTEGER && r->integer == 2, "PUT with TTL 1s: 2 blocks stored");
         freeReplyObject(r);
+        CHECK(match_tokens(c, "llama", tt, 8) == 8, "TTL 1s: a hit at once");
+        usleep(1300 * 1000);
+        CHECK(match_tokens(c, "llama", tt, 8) == 0, "TTL 1s: a miss 1.3 s after the last use");
+        av[5] = "5x";
+        r = cmd(c, 6, av, ln);
+        CHECK(r->type == REDIS_REPLY_ERROR && strstr(r->str, "TTL hint"), "malformed TTL: %s",
+              r->type == REDIS_REPLY_ERROR ? r->str : "(not an error)");
+        freeReplyObject(r);
+        free(tb);
     }
     free(b);
 
