@@ -449,6 +449,18 @@ static void on_node_free(void *ctx, radix_node *n)
     node_tiers_unlink(n);
 }
 
+int dram_alloc_once(kvt_ns *ns, uint32_t *slot)
+{
+    tenant *tn = ns->tn;
+    uint64_t need = dram_block_bytes(ns);
+    if (tn->quota && tn->used + need > tn->quota)
+        return -ENOSPC;
+    int rc = dram_alloc(ns->eng->dram, ns->block_bytes, slot);
+    if (rc == 0)
+        tn->used += need;
+    return rc;
+}
+
 /* Allocate DRAM for one block of ns, evicting the tenant's own blocks while the tier is full
  * or the tenant is over its quota. Lock held (a tiered engine may wait on it). */
 static int alloc_block(kvt_ns *ns, uint32_t *slot)
@@ -457,21 +469,13 @@ static int alloc_block(kvt_ns *ns, uint32_t *slot)
     tenant *tn = ns->tn;
     if (e->tiered)
         return tiered_alloc_dram(ns, slot, 1);
-    uint64_t need = dram_block_bytes(ns);
-    if (tn->quota && need > tn->quota)
+    if (tn->quota && dram_block_bytes(ns) > tn->quota)
         return -ENOSPC;
-    for (;;) {
-        if (!tn->quota || tn->used + need <= tn->quota) {
-            int rc = dram_alloc(e->dram, ns->block_bytes, slot);
-            if (rc != -ENOSPC) {
-                if (rc == 0)
-                    tn->used += need;
-                return rc;
-            }
-        }
+    int rc;
+    while ((rc = dram_alloc_once(ns, slot)) == -ENOSPC)
         if (!evict_one(e, tn))
             return -ENOSPC;
-    }
+    return rc;
 }
 
 KVT_EXPORT int kvt_tenant_set_quota(kvt_engine *e, const char *name, kvt_tier tier,

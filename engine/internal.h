@@ -260,6 +260,10 @@ char *dup_str(const char *s);
 tenant *tenant_get(kvt_engine *e, const char *name);
 int ns_create_locked(kvt_engine *e, const char *name, const char *tenant_name,
                      const kvt_layout *layout, unsigned flags, uint32_t id, kvt_ns **out);
+/* One DRAM allocation for a block of ns within the tenant's quota (lock held): 0 (slot set,
+ * charged to the tenant), -ENOSPC (tier full or quota reached: evict and retry), or another
+ * dram_alloc error. */
+int dram_alloc_once(kvt_ns *ns, uint32_t *slot);
 
 /* ---- tiering.c */
 uint64_t dram_block_bytes(const kvt_ns *ns); /* whole DRAM slots of one block */

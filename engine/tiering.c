@@ -476,19 +476,13 @@ int tiered_alloc_dram(kvt_ns *ns, uint32_t *slot, int may_wait)
 {
     kvt_engine *e = ns->eng;
     tenant *tn = ns->tn;
-    uint64_t need = dram_block_bytes(ns);
     uint64_t until = 0;
-    if (tn->quota && need > tn->quota)
+    if (tn->quota && dram_block_bytes(ns) > tn->quota)
         return -ENOSPC;
     for (;;) {
-        if (!tn->quota || tn->used + need <= tn->quota) {
-            int rc = dram_alloc(e->dram, ns->block_bytes, slot);
-            if (rc != -ENOSPC) {
-                if (rc == 0)
-                    tn->used += need;
-                return rc;
-            }
-        }
+        int rc = dram_alloc_once(ns, slot);
+        if (rc != -ENOSPC)
+            return rc;
         if (tiered_evict_dram(e, tn, 0))
             continue;
         if (!may_wait)
