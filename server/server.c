@@ -1157,6 +1157,19 @@ static int setup_fds(srv *s)
     return 0;
 }
 
+/* The server's locks and its start time, before the engine opens (serve and embedded). */
+static void srv_init_sync(srv *s)
+{
+    pthread_mutex_init(&s->defer_mu, NULL);
+    pthread_mutex_init(&s->alog_mu, NULL);
+    pthread_mutex_init(&s->reg_mu, NULL);
+    for (int i = 0; i < 256; i++)
+        pthread_mutex_init(&s->stripe[i], NULL);
+    pthread_mutex_init(&L.jmu, NULL);
+    pthread_cond_init(&L.jcv, NULL);
+    s->start_ms = now_ms_real();
+}
+
 int server_main(int argc, char **argv)
 {
     /* `kvtier serve ARGS` calls server_main(argc - 1, argv + 1): argv[0] is then "serve" */
@@ -1193,14 +1206,7 @@ int server_main(int argc, char **argv)
     sigaddset(&ss, SIGINT);
     pthread_sigmask(SIG_BLOCK, &ss, NULL); /* every thread started below inherits this */
 
-    pthread_mutex_init(&s->defer_mu, NULL);
-    pthread_mutex_init(&s->alog_mu, NULL);
-    pthread_mutex_init(&s->reg_mu, NULL);
-    for (int i = 0; i < 256; i++)
-        pthread_mutex_init(&s->stripe[i], NULL);
-    pthread_mutex_init(&L.jmu, NULL);
-    pthread_cond_init(&L.jcv, NULL);
-    s->start_ms = now_ms_real();
+    srv_init_sync(s);
 
     if (open_engine(s))
         goto out;
@@ -1326,14 +1332,7 @@ int srv_embed_open(int argc, char **argv)
         return -1;
     }
     s->cfg.workers = 0;
-    pthread_mutex_init(&s->defer_mu, NULL);
-    pthread_mutex_init(&s->alog_mu, NULL);
-    pthread_mutex_init(&s->reg_mu, NULL);
-    for (int i = 0; i < 256; i++)
-        pthread_mutex_init(&s->stripe[i], NULL);
-    pthread_mutex_init(&L.jmu, NULL);
-    pthread_cond_init(&L.jcv, NULL);
-    s->start_ms = now_ms_real();
+    srv_init_sync(s);
     if (open_engine(s)) {
         srv_embed_close();
         return -1;
