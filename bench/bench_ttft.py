@@ -118,29 +118,19 @@ def main():
     if not torch.cuda.is_available():
         print("bench_ttft: no CUDA device; skipped")
         return 77
-    from transformers import LlamaConfig, LlamaForCausalLM
     import transformers
+    from llama_random import random_llama
 
-    torch.manual_seed(a.seed)
     dev = torch.device("cuda")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=HERE).stdout.strip() or "unknown"
     print(f"# bench_ttft commit {commit} | {torch.cuda.get_device_name()} | torch {torch.__version__} | "
           f"transformers {transformers.__version__} | libkvtier {kvtier.version()} | {platform.node()} | "
           f"args {vars(a)}", flush=True)
-    cfg = LlamaConfig(vocab_size=a.vocab, hidden_size=a.hidden, intermediate_size=a.intermediate,
-                      num_hidden_layers=a.layers, num_attention_heads=a.heads, num_key_value_heads=a.kv_heads,
-                      head_dim=a.hidden // a.heads, max_position_embeddings=max(8192, 2 * (a.prefix + a.suffix)),
-                      pad_token_id=0, bos_token_id=1, eos_token_id=2, initializer_range=a.init_range)
-    try:
-        cfg._attn_implementation = "sdpa"
-    except Exception:  # the default where available
-        pass
     t0 = time.perf_counter()
-    torch.set_default_dtype(torch.bfloat16)
-    with dev:
-        model = LlamaForCausalLM(cfg).eval()
-    torch.set_default_dtype(torch.float32)
+    cfg, model = random_llama(dev, seed=a.seed, layers=a.layers, hidden=a.hidden, heads=a.heads,
+                              kv_heads=a.kv_heads, intermediate=a.intermediate, vocab=a.vocab,
+                              max_positions=max(8192, 2 * (a.prefix + a.suffix)), init_range=a.init_range)
     params = sum(p.numel() for p in model.parameters())
     print(f"model: {params / 1e9:.2f} B params bf16, built in {time.perf_counter() - t0:.1f} s", flush=True)
 

@@ -1,24 +1,17 @@
 """Where bf16 'cached prefix + suffix' and 'one prefill' part, and whether batch-invariant
 kernels close the gap. No kvtier involved: HF DynamicCache two-step prefill (which kvtier's paths
 reproduce bit for bit, see bench_ttft.py). Usage on the GPU machine: python3 bench/parity_probe.py"""
-import json, math, sys, time, torch
-from transformers import LlamaConfig, LlamaForCausalLM, DynamicCache
+import json, sys, time, torch
+from transformers import DynamicCache
 sys.path.insert(0, __import__("os").path.dirname(__file__))
 from batch_invariant import batch_invariant
+from llama_random import random_llama
 dev = torch.device("cuda")
 P, S, L = 8192, 64, 32
 g = torch.Generator().manual_seed(1234)
 ids = torch.randint(3, 128256, (1, P + S), generator=g).to(dev)
 
-torch.manual_seed(1234)
-cfg = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=L,
-                  num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=16384,
-                  pad_token_id=0, bos_token_id=1, eos_token_id=2, initializer_range=0.05)
-cfg._attn_implementation = "sdpa"
-torch.set_default_dtype(torch.bfloat16)
-with dev:
-    m = LlamaForCausalLM(cfg).eval()
-torch.set_default_dtype(torch.float32)
+cfg, m = random_llama(dev, layers=L)
 
 def rel(a, b):
     return float((a - b).norm() / b.norm())

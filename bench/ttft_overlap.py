@@ -79,19 +79,10 @@ class Timeline:
 
 def main():
     a = parse()
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from llama_random import random_llama
 
-    torch.manual_seed(1234)
     dev = torch.device("cuda")
-    cfg = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=a.layers,
-                      num_attention_heads=32, num_key_value_heads=8, head_dim=128,
-                      max_position_embeddings=max(8192, 2 * (a.prefix + a.suffix)), pad_token_id=0,
-                      bos_token_id=1, eos_token_id=2, initializer_range=0.05)
-    cfg._attn_implementation = "sdpa"
-    torch.set_default_dtype(torch.bfloat16)
-    with dev:
-        model = LlamaForCausalLM(cfg).eval()
-    torch.set_default_dtype(torch.float32)
+    cfg, model = random_llama(dev, layers=a.layers, max_positions=max(8192, 2 * (a.prefix + a.suffix)))
     g = torch.Generator().manual_seed(1234)
     ids = torch.randint(3, 128256, (1, a.prefix + a.suffix), generator=g).to(dev)
     lay = kvtier.Layout.from_model_config(cfg, dtype=torch.bfloat16, block_tokens=16)
@@ -287,11 +278,12 @@ def main():
         print(f"{name:<30}{statistics.median(ts) * 1e3:>8.1f}{min(ts) * 1e3:>8.1f}{max(ts) * 1e3:>8.1f}"
               f"{h1 * 1e3:>9.1f}{h2 * 1e3:>9.1f}{(ld * 1e3 if ld else 0):>7.1f}{t['pre'][0]:>9.2f}"
               f"{sum(dur):>10.2f}{sum(dur) / sum(fdur):>9.2f}{waited:>7}{t['post'][-1]:>8.2f}{t['cpu'][-1]:>8.2f}")
-    print("per-layer (ms from start; landed / start / end) for layers 0 1 2 8 16 31:")
+    shown = sorted({i for i in (0, 1, 2, 8, 16, len(layers) - 1) if i < len(layers)})
+    print(f"per-layer (ms from start; landed / start / end) for layers {' '.join(map(str, shown))}:")
     for name in tlines:
         t = tlines[name]
         print(f"  {name:<28}" + " | ".join(f"{t['landed'][i]:.1f}/{t['pre'][i]:.1f}/{t['post'][i]:.1f}"
-                                           for i in (0, 1, 2, 8, 16, 31)))
+                                           for i in shown))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(dict(times=res, loads={str(k): v for k, v in loads.items()}, timelines=tlines,
