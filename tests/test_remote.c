@@ -39,8 +39,8 @@
 #define NS 7u    /* namespace id */
 #define MAXLEN (300u << 10)
 
-static char dir[PATH_MAX], script[PATH_MAX], seeds[256], salt[64];
-static int base_port, n_ports = 6, cluster_up;
+static char dir[PATH_MAX], seeds[256], salt[64];
+static int base_port, n_ports = 6;
 static tu_rng rng, port_rng; /* port_rng: per process, so parallel runs pick apart */
 static uint32_t tokens[NB * BT];
 static uint64_t keys[NB];
@@ -48,24 +48,6 @@ static unsigned char *data[NB];
 static size_t lens[NB];
 
 /* ---------------------------------------------------------------- cluster plumbing */
-
-static void stop_cluster(void)
-{
-    if (!cluster_up)
-        return;
-    cluster_up = 0;
-    char cmd[2 * PATH_MAX + 32];
-    snprintf(cmd, sizeof cmd, "bash '%s' stop '%s'", script, dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "warning: cluster stop failed\n");
-}
-
-static void on_signal(int sig)
-{
-    stop_cluster();
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
 
 static unsigned key_slot(uint64_t ns, uint64_t key)
 {
@@ -638,44 +620,10 @@ int main(void)
     uint64_t seed = tu_seed("test_remote", 0x5eed7e11);
     tu_rng_init(&rng, seed);
     tu_rng_init(&port_rng, (uint64_t)getpid() ^ util_now_ns());
-    if (system("command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1") != 0)
-        TU_SKIP("redis-server/redis-cli not installed");
-    const char *env = getenv("KVT_REDIS_CLUSTER_SH");
-    if (env && *env) {
-        snprintf(script, sizeof script, "%s", env);
-    } else {
-        snprintf(script, sizeof script, "%s", __FILE__);
-        char *slash = strrchr(script, '/');
-        snprintf(slash ? slash + 1 : script, sizeof script - (size_t)(slash ? slash + 1 - script : 0),
-                 "redis-cluster.sh");
-    }
-    if (access(script, R_OK) != 0)
-        TU_SKIP("%s not found (set KVT_REDIS_CLUSTER_SH)", script);
-    const char *base = getenv("KVT_TEST_DIR");
-    if (!base || !*base)
-        base = "/tmp";
-    char mk[PATH_MAX + 16];
-    snprintf(mk, sizeof mk, "mkdir -p '%s'", base);
-    if (system(mk) != 0)
-        return 1;
-    snprintf(dir, sizeof dir, "%s/test_remote.%d", base, (int)getpid());
     snprintf(salt, sizeof salt, "t%d", (int)getpid());
-    base_port = tu_pick_ports(&port_rng, n_ports);
-    TU_CHECK(base_port > 0);
-    atexit(stop_cluster);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    signal(SIGPIPE, SIG_DFL); /* the library must not need SIGPIPE ignored */
     uint64_t t0 = util_now_ns();
-    char ports[256];
-    int rc = tu_sh_out(ports, sizeof ports, "KVT_REDIS_OWNER_PID=%d bash '%s' start 3 1 %d '%s'",
-                    (int)getpid(), script, base_port, dir);
-    if (rc == 77)
-        TU_SKIP("redis-cluster.sh: no redis-server");
-    TU_CHECK_EQ(rc, 0);
-    cluster_up = 1;
-    printf("cluster: 3 masters + 3 replicas on 127.0.0.1:%d-%d, up in %.1f s\n", base_port,
-           base_port + 5, (double)(util_now_ns() - t0) / 1e9);
+    base_port = tu_cluster_start(&port_rng, "test_remote", 3, 1, dir);
+    signal(SIGPIPE, SIG_DFL); /* the library must not need SIGPIPE ignored */
 
     make_blocks();
     for (int i = 0; i < NB; i++)
@@ -708,7 +656,7 @@ int main(void)
            (unsigned long long)st.asked, st.read_bw / 1e9, st.write_bw / 1e9, st.latency_s * 1e6);
     remote_close(a);
     /* everything down: the only case a batch itself fails (every request still says why) */
-    stop_cluster();
+    tu_cluster_stop();
     remote_req q[4];
     for (int i = 0; i < 4; i++)
         get_req(&q[i], i);

@@ -35,31 +35,13 @@
 #define NSETS 4  /* 0: shared, 1: killed mid-run, 2: during the outage, 3..: after */
 #define MAXP 64  /* prompts in all (set 3 grows with retries) */
 
-static char dir[PATH_MAX], script[PATH_MAX], seeds[256], salt[64];
-static int base_port, cluster_up;
+static char dir[PATH_MAX], seeds[256], salt[64];
+static int base_port;
 static tu_rng rng, port_rng;
 static uint32_t tok[MAXP][NBLK * BT];
 static unsigned char *blk[MAXP][NBLK];
 static uint64_t bb;
 static kvt_layout lay;
-
-static void stop_cluster(void)
-{
-    if (!cluster_up)
-        return;
-    cluster_up = 0;
-    char cmd[2 * PATH_MAX + 32];
-    snprintf(cmd, sizeof cmd, "bash '%s' stop '%s'", script, dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "warning: cluster stop failed\n");
-}
-
-static void on_signal(int sig)
-{
-    stop_cluster();
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
 
 /* ---------------------------------------------------------------- engines */
 
@@ -171,40 +153,10 @@ int main(void)
     for (int i = 0; i < 3; i++)
         memcpy(blk[1][i], blk[0][i], bb);
 
-    if (system("command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1") != 0)
-        TU_SKIP("redis-server/redis-cli not installed");
-    snprintf(script, sizeof script, "%s", __FILE__);
-    char *slash = strrchr(script, '/');
-    snprintf(slash ? slash + 1 : script, sizeof script - (size_t)(slash ? slash + 1 - script : 0),
-             "redis-cluster.sh");
-    if (access(script, R_OK) != 0)
-        TU_SKIP("%s not found", script);
     test_open_errors();
-
-    const char *base = getenv("KVT_TEST_DIR");
-    if (!base || !*base)
-        base = "/tmp";
-    char mk[PATH_MAX + 16];
-    snprintf(mk, sizeof mk, "mkdir -p '%s'", base);
-    if (system(mk) != 0)
-        return 1;
-    snprintf(dir, sizeof dir, "%s/test_remote_engine.%d", base, (int)getpid());
     snprintf(salt, sizeof salt, "e%d", (int)getpid());
-    base_port = tu_pick_ports(&port_rng, 6);
-    TU_CHECK(base_port > 0);
-    atexit(stop_cluster);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
     uint64_t t0 = util_now_ns();
-    char ports[256];
-    int rc = tu_sh_out(ports, sizeof ports, "KVT_REDIS_OWNER_PID=%d bash '%s' start 3 1 %d '%s'",
-                    (int)getpid(), script, base_port, dir);
-    if (rc == 77)
-        TU_SKIP("redis-cluster.sh: no redis-server");
-    TU_CHECK_EQ(rc, 0);
-    cluster_up = 1;
-    printf("cluster: 3 masters + 3 replicas on 127.0.0.1:%d-%d, up in %.1f s\n", base_port,
-           base_port + 5, (double)(util_now_ns() - t0) / 1e9);
+    base_port = tu_cluster_start(&port_rng, "test_remote_engine", 3, 1, dir);
     snprintf(seeds, sizeof seeds, "127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", base_port,
              base_port + 1, base_port + 2);
 
@@ -352,7 +304,7 @@ int main(void)
            (unsigned long long)sb.remote_errors, (double)sb.remote_bytes_read / 1048576.0);
     TU_CHECK_EQ(kvt_engine_close(A), 0);
     TU_CHECK_EQ(kvt_engine_close(B), 0);
-    stop_cluster();
+    tu_cluster_stop();
     for (int q = 0; q < MAXP; q++)
         for (int i = 0; i < NBLK; i++)
             free(blk[q][i]);

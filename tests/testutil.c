@@ -1,5 +1,9 @@
 /* testutil.c — see testutil.h. */
 #include "testutil.h"
+#include <limits.h>
+#include <signal.h>
+
+#include "util/util.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -309,4 +313,62 @@ int tu_cluster_owner(int port, unsigned slot, char *id_out)
         }
     }
     return -1;
+}
+
+static char cl_dir[PATH_MAX], cl_script[PATH_MAX];
+static int cl_up;
+
+void tu_cluster_stop(void)
+{
+    if (!cl_up)
+        return;
+    cl_up = 0;
+    if (tu_sh_out(NULL, 0, "bash '%s' stop '%s'", cl_script, cl_dir) != 0)
+        fprintf(stderr, "warning: cluster stop failed\n");
+}
+
+static void cl_on_signal(int sig)
+{
+    tu_cluster_stop();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+int tu_cluster_start(tu_rng *port_rng, const char *name, int masters, int replicas, char *dir)
+{
+    if (system("command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1") != 0)
+        TU_SKIP("redis-server/redis-cli not installed");
+    const char *env = getenv("KVT_REDIS_CLUSTER_SH");
+    if (env && *env) {
+        snprintf(cl_script, sizeof cl_script, "%s", env);
+    } else { /* beside this file */
+        snprintf(cl_script, sizeof cl_script, "%s", __FILE__);
+        char *slash = strrchr(cl_script, '/');
+        size_t at = slash ? (size_t)(slash + 1 - cl_script) : 0;
+        snprintf(cl_script + at, sizeof cl_script - at, "redis-cluster.sh");
+    }
+    if (access(cl_script, R_OK) != 0)
+        TU_SKIP("%s not found (set KVT_REDIS_CLUSTER_SH)", cl_script);
+    const char *base = getenv("KVT_TEST_DIR");
+    if (!base || !*base)
+        base = "/tmp";
+    TU_CHECK_EQ(tu_sh_out(NULL, 0, "mkdir -p '%s'", base), 0);
+    snprintf(cl_dir, sizeof cl_dir, "%s/%s.%d", base, name, (int)getpid());
+    snprintf(dir, PATH_MAX, "%s", cl_dir);
+    int n = masters * (1 + replicas);
+    int base_port = tu_pick_ports(port_rng, n);
+    TU_CHECK(base_port > 0);
+    atexit(tu_cluster_stop);
+    signal(SIGINT, cl_on_signal);
+    signal(SIGTERM, cl_on_signal);
+    uint64_t t0 = util_now_ns();
+    int rc = tu_sh_out(NULL, 0, "KVT_REDIS_OWNER_PID=%d bash '%s' start %d %d %d '%s'",
+                       (int)getpid(), cl_script, masters, replicas, base_port, cl_dir);
+    if (rc == 77)
+        TU_SKIP("redis-cluster.sh: no redis-server");
+    TU_CHECK_EQ(rc, 0);
+    cl_up = 1;
+    printf("cluster: %d masters + %d replicas on 127.0.0.1:%d-%d, up in %.1f s\n", masters,
+           masters * replicas, base_port, base_port + n - 1, (double)(util_now_ns() - t0) / 1e9);
+    return base_port;
 }

@@ -118,5 +118,12 @@ int tu_sh_out(char *out, size_t cap, const char *fmt, ...) __attribute__((format
 /* From CLUSTER NODES asked at `port`: the port of the live master owning `slot` (its node id
  * into id_out when not NULL), or -1. */
 int tu_cluster_owner(int port, unsigned slot, char *id_out);
+/* Start a loopback Redis Cluster (tests/redis-cluster.sh, or $KVT_REDIS_CLUSTER_SH):
+ * `masters` masters with `replicas` replicas each, on free ports from port_rng, data under
+ * $KVT_TEST_DIR/<name>.<pid> (into dir, PATH_MAX bytes). Stopped at exit, on SIGINT/SIGTERM
+ * and by tu_cluster_stop(). Returns the base port (the nodes are base .. base + n - 1);
+ * exits 77 (skip) without redis-server/redis-cli or the script. One cluster per process. */
+int tu_cluster_start(tu_rng *port_rng, const char *name, int masters, int replicas, char *dir);
+void tu_cluster_stop(void);
 
 #endif
