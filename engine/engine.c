@@ -923,6 +923,133 @@ KVT_EXPORT int kvt_read_range(kvt_lease *l, size_t block, size_t offset, void *d
     return 0;
 }
 
+KVT_EXPORT int kvt_read_key(kvt_ns *ns, uint64_t key, size_t offset, void *dst, size_t len,
+                            kvt_tier *tier)
+{
+    if (!ns || (len && !dst))
+        return -EINVAL;
+    if (!(ns->flags & KVT_NS_KEYS))
+        return KVT_EMODE;
+    if (offset > ns->block_bytes || len > ns->block_bytes - offset)
+        return KVT_ESIZE;
+    kvt_engine *e = ns->eng;
+    const uint32_t *units = (const uint32_t *)(const void *)&key;
+    if (!e->simulate && !e->rem) {
+        /* One lock round trip: the lookup of a lease, the copy from DRAM under the lock
+         * (bounded by one block; no pin, no lease allocation), the touch of a hit. */
+        radix_path path;
+        radix_path_init(&path);
+        int rc, done = 0;
+        pthread_mutex_lock(&e->lock);
+        rc = radix_match(ns->tree, units, 1, RADIX_SPLIT, &path);
+        if (rc == -ENOMEM && path.n && path.last_blocks != path.nodes[path.n - 1]->n_blocks)
+            rc = 0; /* unsplit but correct, as in match_units_lease */
+        if (rc == 0) {
+            if (e->tiered)
+                path_cut_bad(&path);
+            if (e->has_ttl)
+                policy_cut_expired(ns, &path, 1);
+            if (path.blocks == 0) {
+                rc = -ENOENT;
+                done = 1;
+            } else {
+                uint32_t slot = path.nodes[0]->blocks[0].slot[RADIX_TIER_DRAM];
+                if (slot != RADIX_NO_SLOT) {
+                    dram_read_at(e->dram, slot, offset, dst, len);
+                    touch_path(ns, &path, true);
+                    e->hit_tokens += ns->bt;
+                    done = 1;
+                }
+            }
+            if (done) { /* counted like a kvt_match_keys with a lease */
+                e->lookups++;
+                e->lookup_tokens += ns->bt;
+            }
+        }
+        pthread_mutex_unlock(&e->lock);
+        radix_path_free(&path);
+        if (rc && rc != -ENOENT)
+            return rc;
+        if (done) {
+            if (rc == 0) {
+                atomic_fetch_add(&e->bytes_read, len);
+                if (tier)
+                    *tier = KVT_TIER_DRAM;
+            }
+            return rc;
+        }
+    }
+    /* on nvme/disk only (read and verified), in simulation, or with a remote tier */
+    kvt_lease *l = NULL;
+    size_t m = 0;
+    int rc = kvt_match_keys(ns, &key, 1, &m, &l);
+    if (rc)
+        return rc;
+    if (!m || !l) {
+        kvt_release(l);
+        return -ENOENT;
+    }
+    kvt_tier tr = KVT_TIER_DRAM;
+    kvt_lease_block_tier(l, 0, &tr);
+    rc = kvt_read_range(l, 0, offset, dst, len);
+    kvt_release(l);
+    if (rc == 0 && tier)
+        *tier = tr;
+    return rc;
+}
+
+/* Lookups a kvt_lookahead_keys call prepares at once (its stages loop over this many). */
+#define LOOKAHEAD_BATCH 32
+
+KVT_EXPORT int kvt_lookahead_keys(kvt_ns *const *ns, const uint64_t *keys, size_t n, size_t bytes)
+{
+    if (!n)
+        return 0;
+    if (!ns || !keys || !ns[0])
+        return -EINVAL;
+    kvt_engine *e = ns[0]->eng;
+    for (size_t i = 0; i < n; i++) {
+        if (!ns[i] || ns[i]->eng != e)
+            return -EINVAL;
+        if (!(ns[i]->flags & KVT_NS_KEYS))
+            return KVT_EMODE;
+    }
+    if (e->simulate)
+        return 0;
+    radix_node *cand[LOOKAHEAD_BATCH];
+    pthread_mutex_lock(&e->lock);
+    for (size_t base = 0; base < n; base += LOOKAHEAD_BATCH) {
+        size_t m = n - base < LOOKAHEAD_BATCH ? n - base : LOOKAHEAD_BATCH;
+        const uint64_t *k = keys + base;
+        kvt_ns *const *s = ns + base;
+        /* each stage reads only what the one before fetched for every key */
+        for (size_t i = 0; i < m; i++)
+            radix_hint_slot(s[i]->tree, (const uint32_t *)(const void *)&k[i]);
+        for (size_t i = 0; i < m; i++)
+            cand[i] = radix_hint_kid(s[i]->tree, (const uint32_t *)(const void *)&k[i]);
+        for (size_t i = 0; i < m; i++) {
+            radix_node *c = cand[i];
+            if (!c)
+                continue;
+            for (size_t o = 64; o < sizeof *c; o += 64)
+                __builtin_prefetch((const char *)c + o);
+            __builtin_prefetch(c->units); /* its first block's units and radix_block */
+            __builtin_prefetch(c->lru.prev); /* LRU neighbours a touch or removal relinks */
+            __builtin_prefetch(c->lru.next);
+        }
+        for (size_t i = 0; i < m; i++) {
+            radix_node *c = cand[i];
+            if (!c || !c->n_blocks || !bytes)
+                continue;
+            uint32_t slot = c->blocks[0].slot[RADIX_TIER_DRAM];
+            if (slot != RADIX_NO_SLOT)
+                dram_hint(e->dram, slot, bytes);
+        }
+    }
+    pthread_mutex_unlock(&e->lock);
+    return 0;
+}
+
 /* Unpin a lease's path (lock held) and drop blocks that failed verification once unpinned. */
 void lease_release_locked(kvt_lease *l)
 {
@@ -974,8 +1101,16 @@ KVT_EXPORT int kvt_prefetch_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys
 /* One pass of put_units: insert, store the new blocks that find DRAM, publish them. *stored:
  * blocks stored; *reach: blocks of units[] in the tree up to the end of what was stored.
  * count_put: the put's first pass (counted in the puts statistic). */
+/* What kvt_replace_key adds to a put (put_pass): remove the sequence first, in the same
+ * critical section; the last block is last_len bytes (the rest of it zeros). */
+typedef struct put_extra {
+    int replace;
+    uint64_t last_len;
+} put_extra;
+
 static int put_pass(kvt_ns *ns, const uint32_t *units, size_t nb, const void *const *blocks,
-                    double ttl_s, int count_put, size_t *stored, size_t *reach)
+                    double ttl_s, int count_put, const put_extra *px, size_t *stored,
+                    size_t *reach)
 {
     kvt_engine *e = ns->eng;
     radix_path path;
@@ -985,6 +1120,18 @@ static int put_pass(kvt_ns *ns, const uint32_t *units, size_t nb, const void *co
     radix_path_init(&path);
     pthread_mutex_lock(&e->lock);
     e->puts += count_put != 0;
+    if (px && px->replace) { /* what kvt_remove_keys does, without a second round trip */
+        rc = radix_match(ns->tree, units, nb, 0, &path);
+        if (rc == 0 && nb && path.blocks == nb) {
+            long n = remove_blocks(ns, path.nodes[path.n - 1], path.last_blocks - 1);
+            if (n < 0)
+                rc = (int)n;
+        }
+        radix_path_free(&path);
+        radix_path_init(&path);
+        if (rc)
+            goto out;
+    }
     rc = radix_insert(ns->tree, units, nb, &path, &leaf);
     if (rc == -EAGAIN) /* another put is storing this prefix: it wins */
         rc = 0;
@@ -1025,8 +1172,10 @@ static int put_pass(kvt_ns *ns, const uint32_t *units, size_t nb, const void *co
     /* The leaf is pending: invisible to matches, never evicted or split. Copy unlocked. */
     if (!e->simulate) {
         for (size_t i = 0; i < got; i++)
-            dram_write(e->dram, leaf->blocks[i].slot[RADIX_TIER_DRAM], blocks[first + i],
-                       ns->block_bytes);
+            dram_write_pad(e->dram, leaf->blocks[i].slot[RADIX_TIER_DRAM], blocks[first + i],
+                           px && px->last_len && first + i + 1 == nb ? px->last_len
+                                                                     : ns->block_bytes,
+                           ns->block_bytes);
         atomic_fetch_add(&e->bytes_written, got * ns->block_bytes);
     }
 
@@ -1060,14 +1209,15 @@ out:
  * or gets no further into the sequence than the one before (its earlier blocks were dropped
  * from every tier: the tiers below are too small for the put).
  */
-int put_units(kvt_ns *ns, const uint32_t *units, size_t nb, const void *const *blocks,
-              double ttl_s, size_t *stored)
+static int put_units_x(kvt_ns *ns, const uint32_t *units, size_t nb, const void *const *blocks,
+                       double ttl_s, const put_extra *px, size_t *stored)
 {
     size_t total = 0, reach = 0;
     int rc;
     for (;;) {
         size_t got = 0, r = 0;
-        rc = put_pass(ns, units, nb, blocks, ttl_s, reach == 0, &got, &r);
+        rc = put_pass(ns, units, nb, blocks, ttl_s, reach == 0, reach == 0 ? px : NULL, &got,
+                      &r);
         total += got;
         if (rc != -ENOSPC || got == 0 || !ns->eng->tiered || ns->eng->simulate || r <= reach)
             break;
@@ -1075,6 +1225,30 @@ int put_units(kvt_ns *ns, const uint32_t *units, size_t nb, const void *const *b
     }
     if (stored)
         *stored = total;
+    return rc;
+}
+
+int put_units(kvt_ns *ns, const uint32_t *units, size_t nb, const void *const *blocks,
+              double ttl_s, size_t *stored)
+{
+    return put_units_x(ns, units, nb, blocks, ttl_s, NULL, stored);
+}
+
+KVT_EXPORT int kvt_replace_key(kvt_ns *ns, uint64_t key, const void *block, size_t len)
+{
+    if (!ns || (!block && !ns->eng->simulate))
+        return -EINVAL;
+    if (!(ns->flags & KVT_NS_KEYS))
+        return KVT_EMODE;
+    if (len > ns->block_bytes || (len == 0 && block))
+        return KVT_ESIZE;
+    put_extra px = {.replace = 1, .last_len = len};
+    const void *blocks[1] = {block};
+    size_t stored = 0;
+    int rc = put_units_x(ns, (const uint32_t *)(const void *)&key, 1,
+                         block ? blocks : NULL, 0, &px, &stored);
+    if (rc == 0 && stored != 1)
+        rc = -EBUSY; /* another put stored this key between the removal and the insert */
     return rc;
 }
 

@@ -1281,6 +1281,7 @@ static void *dram_direct_ptr(kvt_engine *e, kvt_ns *ns, uint32_t slot, uint64_t 
     uint64_t sb = dram_slot_bytes(e->dram);
     if (dram_slots_for(e->dram, ns->block_bytes) != 1 || sb % IO_ALIGN || sb < len)
         return NULL;
+    dram_mark_written(e->dram, slot); /* the read writes the slot behind the arena's back */
     return (char *)dram_base(e->dram) + (uint64_t)slot * sb;
 }
 

@@ -318,6 +318,42 @@ static radix_node *kid_find(const radix_tree *t, const radix_node *p, const uint
     return found ? p->kids[i].node : NULL;
 }
 
+void radix_hint_slot(const radix_tree *t, const uint32_t *blk)
+{
+    const radix_node *p = &t->root;
+    if (kids_wide(p))
+        __builtin_prefetch(&kid_tab(p)[kid_hash(t, blk) & kid_mask(p)]);
+}
+
+radix_node *radix_hint_kid(const radix_tree *t, const uint32_t *blk)
+{
+    const radix_node *p = &t->root;
+    radix_node *n = NULL;
+    if (kids_wide(p)) {
+        const wide_slot *tab = kid_tab(p);
+        uint32_t h = kid_hash(t, blk), mask = kid_mask(p);
+        for (uint32_t j = h & mask; tab[j].hi; j = (j + 1) & mask)
+            if ((uint32_t)(tab[j].hi >> 32) == h) {
+                n = tab[j].node;
+                break;
+            }
+    } else {
+        uint32_t lo = 0, hi = p->n_kids;
+        while (lo < hi) { /* the first kid whose first unit is blk[0] */
+            uint32_t mid = lo + (hi - lo) / 2;
+            if (p->kids[mid].first < blk[0])
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo < p->n_kids && p->kids[lo].first == blk[0])
+            n = p->kids[lo].node;
+    }
+    if (n)
+        __builtin_prefetch(n);
+    return n;
+}
+
 /* Index of child n in its parent's kids (n must be linked). */
 static uint32_t kid_index(const radix_tree *t, const radix_node *n)
 {

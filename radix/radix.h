@@ -224,6 +224,18 @@ long radix_remove(radix_tree *t, radix_node *node, uint32_t from,
                   void (*fn)(void *ctx, radix_node *n, radix_block *b), void *ctx);
 
 /*
+ * Cache hints for a batch of root lookups of first blocks (the engine's kvt_lookahead_keys),
+ * in dependent stages so that the cache misses of many lookups overlap instead of queueing:
+ * radix_hint_slot prefetches the line a lookup of blk at the root probes first (a wide
+ * root's hash slot); radix_hint_kid, called once the other lookups' slots were hinted too,
+ * returns the root's kid that blk probably names (same hash in a wide root, same first unit
+ * in a sorted one: a candidate, never compared in full, possibly wrong; NULL when none) and
+ * prefetches that node. Read only, changes nothing; the caller holds the tree's lock.
+ */
+void radix_hint_slot(const radix_tree *t, const uint32_t *blk);
+radix_node *radix_hint_kid(const radix_tree *t, const uint32_t *blk);
+
+/*
  * Check every structural invariant: parent links, kids in the order above with distinct
  * first blocks (a wide node: every slot of its hash table names a kid under that kid's hash,
  * as many slots as kids, and a lookup of each kid's first block finds that very kid),

@@ -119,37 +119,26 @@ static pthread_mutex_t *stripe(srv *s, uint64_t m) { return &s->stripe[m & 255];
 static int read_meta_t(srv *s, srv_tenant *t, const srv_arg *k, uint64_t m, char *buf,
                        kv_meta *meta, int *tier, int want_value)
 {
-    size_t matched = 0;
-    kvt_lease *l = NULL;
-    int rc = kvt_match_keys(KVNS(t, m), &m, 1, &matched, &l);
-    if (rc)
-        return rc;
-    if (!matched || !l) {
-        kvt_release(l);
-        return KV_MISSING;
-    }
-    if (tier) { /* a block with a DRAM copy is a DRAM hit: no engine lock to ask */
-        const void *p;
-        kvt_tier tr = KVT_TIER_DRAM;
-        if (kvt_lease_block_ptr(l, 0, &p))
-            kvt_lease_block_tier(l, 0, &tr);
-        *tier = (int)tr;
-    }
     uint64_t B = s->cfg.kv_block_bytes, head = sizeof(kv_meta) + k->n;
     if (want_value)
         head += META_VALUE_GUESS;
     if (head > B)
         head = B;
-    rc = kvt_read_range(l, 0, 0, buf, head);
-    if (rc == 0 && want_value) { /* an inline value longer than the guess: the rest */
+    /* kvt_read_key: one engine call, bytes of one version of the block (a DRAM block is
+     * copied under the engine lock, no lease) */
+    kvt_tier tr = KVT_TIER_DRAM;
+    int rc = kvt_read_key(KVNS(t, m), m, 0, buf, head, &tr);
+    if (rc == 0 && want_value) { /* an inline value longer than the guess: read it whole */
         kv_meta hm;
         memcpy(&hm, buf, sizeof(hm));
         uint64_t end = sizeof(kv_meta) + (uint64_t)k->n + hm.value_len;
         if (hm.magic == KV_MAGIC && (hm.flags & KV_INLINE) && hm.key_len == k->n &&
             hm.value_len <= B && end <= B && end > head)
-            rc = kvt_read_range(l, 0, head, buf + head, end - head);
+            rc = kvt_read_key(KVNS(t, m), m, 0, buf, end, &tr); /* the header again: the
+                                                                  * same version as the value */
     }
-    kvt_release(l);
+    if (rc == -ENOENT)
+        return KV_MISSING;
     if (rc == KVT_ECORRUPT) {
         /* the engine dropped the block: the value is gone (never served) */
         atomic_fetch_add_explicit(&t->kv_corrupt, 1, memory_order_relaxed);
@@ -160,6 +149,8 @@ static int read_meta_t(srv *s, srv_tenant *t, const srv_arg *k, uint64_t m, char
     }
     if (rc)
         return rc;
+    if (tier)
+        *tier = (int)tr;
     memcpy(meta, buf, sizeof(*meta));
     if (meta->magic != KV_MAGIC || meta->fmt != KV_FMT || meta->key_len != k->n ||
         sizeof(kv_meta) + meta->key_len > s->cfg.kv_block_bytes ||
@@ -171,6 +162,23 @@ static int read_meta_t(srv *s, srv_tenant *t, const srv_arg *k, uint64_t m, char
     return KV_FOUND;
 }
 
+size_t kv_lookahead(srv *s, srv_tenant *t, int first, int last, int step, const srv_arg *argv,
+                    int argc, kvt_ns **ns, uint64_t *keys, size_t room)
+{
+    size_t n = 0;
+    if (last < 0)
+        last += argc;
+    for (int i = first; i > 0 && i <= last && i < argc && n < room; i += step) {
+        if (argv[i].n > s->cfg.max_key_bytes)
+            continue;
+        uint64_t m = meta_key(&argv[i]);
+        if (!(ns[n] = KVNS(t, m)))
+            continue;
+        keys[n++] = m;
+    }
+    return n;
+}
+
 /* The meta of key k without its inline value (writers: SET, DEL). */
 static int read_meta(srv *s, srv_tenant *t, const srv_arg *k, uint64_t m, char *buf, kv_meta *meta)
 {
@@ -179,15 +187,14 @@ static int read_meta(srv *s, srv_tenant *t, const srv_arg *k, uint64_t m, char *
 
 static int expired(const kv_meta *m, uint64_t now) { return m->expire_ms && m->expire_ms <= now; }
 
-/* Remove a one-block or chain prefix; retry briefly while a reader pins it. */
-/* Remove a one-block or chain prefix; retry while a reader pins it or the write-through
- * (persistent tiers: a block just stored is being written and synced) works on it: spin
+/* Run op until it stops failing with -EBUSY (a reader pins the key's block, or the
+ * write-through, persistent tiers, is writing and syncing a block just stored): spin
  * briefly, then sleep with backoff, for at most ~3 s. */
-static int remove_retry(kvt_ns *ns, const uint64_t *keys, size_t n)
+static int retry_busy(int (*op)(void *ctx), void *ctx)
 {
     int rc = -EBUSY;
     for (int i = 0; i < 200 && rc == -EBUSY; i++) {
-        rc = kvt_remove_keys(ns, keys, n, NULL);
+        rc = op(ctx);
         if (rc == -EBUSY)
             sched_yield();
     }
@@ -198,8 +205,36 @@ static int remove_retry(kvt_ns *ns, const uint64_t *keys, size_t n)
         waited += us;
         if (us < 1000)
             us *= 2;
-        rc = kvt_remove_keys(ns, keys, n, NULL);
+        rc = op(ctx);
     }
+    return rc;
+}
+
+typedef struct key_op {
+    kvt_ns *ns;
+    const uint64_t *keys;
+    size_t n;
+    const void *block; /* replace: the new block's first len bytes */
+    size_t len;
+} key_op;
+
+static int op_remove(void *ctx)
+{
+    key_op *o = ctx;
+    return kvt_remove_keys(o->ns, o->keys, o->n, NULL);
+}
+
+static int op_replace(void *ctx)
+{
+    key_op *o = ctx;
+    return kvt_replace_key(o->ns, o->keys[0], o->block, o->len);
+}
+
+/* Remove a one-block or chain prefix (gone already: 0), retrying while it is busy. */
+static int remove_retry(kvt_ns *ns, const uint64_t *keys, size_t n)
+{
+    key_op o = {.ns = ns, .keys = keys, .n = n};
+    int rc = retry_busy(op_remove, &o);
     return rc == -ENOENT ? 0 : rc;
 }
 
@@ -305,11 +340,12 @@ out:
     return ret;
 }
 
-/* Store a meta block for key k (caller holds the stripe and has removed the old one). */
+/* Store the meta block of key k in place of whatever key M's block holds now (the caller
+ * holds the stripe): header, key and inline value, the rest of the block zeros, in one
+ * engine call (kvt_replace_key). */
 static int put_meta(srv *s, srv_tenant *t, uint64_t m, const srv_arg *k, const kv_meta *meta,
                     const void *inline_val, char *buf)
 {
-    uint64_t B = s->cfg.kv_block_bytes;
     size_t used = sizeof(*meta) + k->n;
     memcpy(buf, meta, sizeof(*meta));
     memcpy(buf + sizeof(*meta), k->p, k->n);
@@ -317,13 +353,9 @@ static int put_meta(srv *s, srv_tenant *t, uint64_t m, const srv_arg *k, const k
         memcpy(buf + used, inline_val, meta->value_len);
         used += meta->value_len;
     }
-    memset(buf + used, 0, B - used); /* the padding only */
-    const void *blocks[1] = {buf};
-    size_t stored = 0;
-    int rc = kvt_put_keys(KVNS(t, m), &m, 1, blocks, &stored);
-    if (rc == 0 && stored != 1)
-        rc = -EEXIST; /* cannot happen under the stripe; never report success for it */
-    return rc;
+    (void)s;
+    key_op o = {.ns = KVNS(t, m), .keys = &m, .n = 1, .block = buf, .len = used};
+    return retry_busy(op_replace, &o);
 }
 
 enum { SET_NX = 1, SET_XX = 2, SET_KEEPTTL = 4 };
@@ -388,13 +420,13 @@ static int kv_store(srv *s, srv_tenant *t, const srv_arg *k, const srv_arg *v, u
     }
     if (live && (flags & SET_KEEPTTL))
         meta.expire_ms = old.expire_ms;
-    if (r != KV_MISSING && (rc = remove_retry(KVNS(t, m), &m, 1))) {
+    rc = put_meta(s, t, m, k, &meta, v->p, buf); /* replaces the old meta block */
+    if (rc == -EBUSY) { /* still pinned after the retries: nothing changed */
         pthread_mutex_unlock(mu);
         if (n)
             kvt_remove_keys(KVNS(t, m), keys, 1, NULL);
         goto out;
     }
-    rc = put_meta(s, t, m, k, &meta, v->p, buf);
     pthread_mutex_unlock(mu);
     if (r == KV_FOUND && !(old.flags & KV_INLINE))
         remove_chain(s, t, m, data_root(&old, m));
@@ -802,24 +834,24 @@ static int kv_set_expire(cmdctx *x, const srv_arg *k, uint64_t at_ms, unsigned c
             goto out;
         memcpy(val, buf + sizeof(kv_meta) + k->n, meta.value_len);
     }
-    ret = remove_retry(KVNS(t, m), &m, 1);
-    if (!ret) {
-        if (!persist && at_ms <= now) {
-            /* an expiry in the past deletes the key (as Redis does) */
+    if (!persist && at_ms <= now) {
+        /* an expiry in the past deletes the key (as Redis does) */
+        ret = remove_retry(KVNS(t, m), &m, 1);
+        if (!ret) {
             if (!(meta.flags & KV_INLINE))
                 remove_chain(s, t, m, data_root(&meta, m));
             atomic_fetch_sub(&t->keys, 1);
             ret = 1;
-        } else {
-            meta.expire_ms = at_ms;
-            ret = put_meta(s, t, m, k, &meta, val, buf);
-            if (ret) { /* the value is lost with its meta block */
-                if (!(meta.flags & KV_INLINE))
-                    remove_chain(s, t, m, data_root(&meta, m));
-                atomic_fetch_sub(&t->keys, 1);
-            } else {
-                ret = 1;
-            }
+        }
+    } else {
+        meta.expire_ms = at_ms;
+        ret = put_meta(s, t, m, k, &meta, val, buf); /* replaces the meta block */
+        if (ret && ret != -EBUSY) { /* the value is lost with its meta block */
+            if (!(meta.flags & KV_INLINE))
+                remove_chain(s, t, m, data_root(&meta, m));
+            atomic_fetch_sub(&t->keys, 1);
+        } else if (!ret) {
+            ret = 1;
         }
     }
     free(val);

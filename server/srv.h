@@ -357,6 +357,10 @@ void cmd_pttl(cmdctx *x);
 void cmd_persist(cmdctx *x);
 void cmd_dbsize(cmdctx *x);
 void kv_defer_retry(srv *s); /* cron */
+/* The engine namespaces and meta-block keys of a command's keys argv[first..last] (last < 0:
+ * from the end) by step, at most room of them: for kvt_lookahead_keys. Returns how many. */
+size_t kv_lookahead(srv *s, srv_tenant *t, int first, int last, int step, const srv_arg *argv,
+                    int argc, kvt_ns **ns, uint64_t *keys, size_t room);
 
 /* kvt.c: native prefix commands */
 void cmd_kvt_ns_create(cmdctx *x);

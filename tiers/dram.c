@@ -7,6 +7,11 @@
  *             DRAM_FREE while s is on the free stack (lets asserts catch double frees and
  *             use of a freed chain; a slot number is therefore < DRAM_FREE)
  *   free[n]   free[0 .. n_free) is the free stack, free[n_free - 1] its top
+ *   wr[n]     bytes at the start of slot s that may be non-zero (all beyond are zero): 0 for
+ *             a fresh mapping. A short block (dram_write_pad of a value smaller than its
+ *             slot) zeroes only [its length, wr[s]) instead of the whole rest of the slot,
+ *             so a small value overwritten in place (its slot comes back from the LIFO free
+ *             stack) costs a copy of its own bytes. Every write into a slot raises wr.
  *
  * Slot order: a fresh tier's stack is n-1 ... 1 0 (0 on top), and alloc pops a chain's slots
  * head first, so a fresh tier hands out 0, 1, 2, ... in ascending contiguous runs (one DMA
@@ -47,6 +52,7 @@ struct dram_tier {
     uint32_t n_free;
     uint32_t *next; /* [n_slots] */
     uint32_t *free; /* [n_slots] */
+    uint32_t *wr;   /* [n_slots] */
     int huge;       /* 1 MAP_HUGETLB, 2 THP advised, 0 none */
 };
 
@@ -131,7 +137,8 @@ static int set_slots(dram_tier *t, uint64_t slot_bytes)
 
     uint32_t *next = util_malloc((size_t)n * sizeof *next);
     uint32_t *fr = util_malloc((size_t)n * sizeof *fr);
-    if (!next || !fr)
+    uint32_t *wr = util_calloc((size_t)n, sizeof *wr);
+    if (!next || !fr || !wr)
         goto fail;
     for (uint64_t i = 0; i < n; i++) {
         next[i] = DRAM_FREE;
@@ -139,6 +146,7 @@ static int set_slots(dram_tier *t, uint64_t slot_bytes)
     }
     t->next = next;
     t->free = fr;
+    t->wr = wr;
     t->n_slots = (uint32_t)n;
     t->n_free = (uint32_t)n;
     t->slot_bytes = slot_bytes;
@@ -147,6 +155,7 @@ static int set_slots(dram_tier *t, uint64_t slot_bytes)
 fail:
     util_free(next);
     util_free(fr);
+    util_free(wr);
     return -ENOMEM;
 }
 
@@ -212,6 +221,7 @@ void dram_close(dram_tier *t)
         munmap(t->base, t->map_bytes);
     util_free(t->next);
     util_free(t->free);
+    util_free(t->wr);
     util_free(t);
 }
 
@@ -301,33 +311,76 @@ static void arena_copy(unsigned char *dst, const unsigned char *src, uint64_t n)
     memcpy(dst, src, n);
 }
 
-void dram_write(dram_tier *t, uint32_t head, const void *src, uint64_t bytes)
+/* Zero n bytes at dst the same way (whole lines streamed, the tail with memset). */
+static void arena_zero(unsigned char *dst, uint64_t n)
+{
+#if defined(__x86_64__) && defined(__SSE2__)
+    uint64_t lines = n / 64;
+    __m128i z = _mm_setzero_si128();
+    for (uint64_t i = 0; i < lines; i++, dst += 64) {
+        _mm_stream_si128((__m128i *)dst, z);
+        _mm_stream_si128((__m128i *)(dst + 16), z);
+        _mm_stream_si128((__m128i *)(dst + 32), z);
+        _mm_stream_si128((__m128i *)(dst + 48), z);
+    }
+    n -= lines * 64;
+#endif
+    memset(dst, 0, n);
+}
+
+void dram_write_pad(dram_tier *t, uint32_t head, const void *src, uint64_t bytes, uint64_t total)
 {
     const unsigned char *p = src;
     uint64_t sb = t->slot_bytes;
-    for (uint32_t s = head; bytes; s = t->next[s]) {
+    if (bytes < total && total <= sb) {
+        /* A short one-slot block: plain stores of its bytes (most often into the slot a
+         * replace just freed, still in cache: streamed stores would have to drain to memory
+         * before the lock that publishes the block), zeros only where earlier bytes were. */
+        unsigned char *d = t->base + (uint64_t)head * sb;
+        memcpy(d, src, bytes);
+        if (t->wr[head] > bytes)
+            memset(d + bytes, 0, t->wr[head] - bytes);
+        t->wr[head] = (uint32_t)bytes;
+        return;
+    }
+    for (uint32_t s = head; total;) {
         assert(s < t->n_slots && t->next[s] != DRAM_FREE);
-        uint64_t n = bytes < sb ? bytes : sb;
-        arena_copy(t->base + (uint64_t)s * sb, p, n);
-        p += n;
-        bytes -= n;
+        unsigned char *d = t->base + (uint64_t)s * sb;
+        uint64_t n = total < sb ? total : sb;     /* bytes of this slot */
+        uint64_t c = bytes < n ? bytes : n;       /* of them from src */
+        uint64_t done = c & ~(uint64_t)63;        /* whole lines streamed from src */
+        arena_copy(d, p, done);
+        if (c > done) { /* the partial line: completed with zeros and streamed whole */
+            unsigned char line[64];
+            uint64_t l = n - done < 64 ? n - done : 64;
+            memset(line, 0, sizeof line);
+            memcpy(line, p + done, c - done);
+            arena_copy(d + done, line, l);
+            done += l;
+        }
+        if (t->wr[s] > done) /* zeros are written only over earlier bytes */
+            arena_zero(d + done, (t->wr[s] < n ? t->wr[s] : n) - done);
+        if (t->wr[s] <= n) /* else bytes past the block's end in its last slot remain */
+            t->wr[s] = (uint32_t)c;
+        p += c;
+        bytes -= c;
+        total -= n;
+        if (total)
+            s = t->next[s]; /* the chain's next link is read only when there is more */
     }
 #if defined(__x86_64__) && defined(__SSE2__)
     _mm_sfence(); /* the streamed lines are visible before the caller publishes the block */
 #endif
 }
 
+void dram_write(dram_tier *t, uint32_t head, const void *src, uint64_t bytes)
+{
+    dram_write_pad(t, head, src, bytes, bytes);
+}
+
 void dram_read(const dram_tier *t, uint32_t head, void *dst, uint64_t bytes)
 {
-    unsigned char *p = dst;
-    uint64_t sb = t->slot_bytes;
-    for (uint32_t s = head; bytes; s = t->next[s]) {
-        assert(s < t->n_slots && t->next[s] != DRAM_FREE);
-        uint64_t n = bytes < sb ? bytes : sb;
-        memcpy(p, t->base + (uint64_t)s * sb, n);
-        p += n;
-        bytes -= n;
-    }
+    dram_read_at(t, head, 0, dst, bytes);
 }
 
 #ifndef MADV_POPULATE_WRITE
@@ -367,16 +420,40 @@ void dram_read_at(const dram_tier *t, uint32_t head, uint64_t offset, void *dst,
 {
     uint64_t sb = t->slot_bytes;
     uint32_t s = head;
+    if (!bytes)
+        return;
     for (; offset >= sb; offset -= sb) { /* whole slots before the range */
         assert(s < t->n_slots && t->next[s] != DRAM_FREE);
         s = t->next[s];
     }
-    for (unsigned char *p = dst; bytes; s = t->next[s], offset = 0) {
+    for (unsigned char *p = dst;; offset = 0) {
         assert(s < t->n_slots && t->next[s] != DRAM_FREE);
         uint64_t n = bytes < sb - offset ? bytes : sb - offset;
         memcpy(p, t->base + (uint64_t)s * sb + offset, n);
         p += n;
         bytes -= n;
+        if (!bytes)
+            break; /* the chain's next link is not touched after the last slot read */
+        s = t->next[s];
+    }
+}
+
+void dram_hint(const dram_tier *t, uint32_t head, uint64_t bytes)
+{
+    const unsigned char *p = t->base + (uint64_t)head * t->slot_bytes;
+    if (bytes > t->slot_bytes)
+        bytes = t->slot_bytes;
+    for (uint64_t o = 0; o < bytes; o += 64)
+        __builtin_prefetch(p + o);
+    __builtin_prefetch(&t->next[head]); /* read by a removal's dram_free */
+    __builtin_prefetch(&t->wr[head]);   /* and by the write that reuses the slot */
+}
+
+void dram_mark_written(dram_tier *t, uint32_t head)
+{
+    for (uint32_t s = head; s != DRAM_END; s = t->next[s]) {
+        assert(s < t->n_slots && t->next[s] != DRAM_FREE);
+        t->wr[s] = (uint32_t)t->slot_bytes;
     }
 }
 

@@ -57,6 +57,9 @@ void dram_free(dram_tier *t, uint32_t head);
 
 /* Copy bytes into / out of the chain starting at head (bytes <= its allocation). */
 void dram_write(dram_tier *t, uint32_t head, const void *src, uint64_t bytes);
+/* dram_write of `bytes` from src, then zeros up to `total` (>= bytes): a short block. The
+ * arena remembers how far each slot was written, so zeros are written only over old bytes. */
+void dram_write_pad(dram_tier *t, uint32_t head, const void *src, uint64_t bytes, uint64_t total);
 void dram_read(const dram_tier *t, uint32_t head, void *dst, uint64_t bytes);
 /* The address of the chain at head when its first `bytes` bytes are one contiguous run of
  * the arena (every slot's successor is the next slot), else NULL. */
@@ -64,6 +67,11 @@ const void *dram_chain_ptr(const dram_tier *t, uint32_t head, uint64_t bytes);
 /* Copy bytes [offset, offset + bytes) of the chain at head (which must hold them) to dst. */
 void dram_read_at(const dram_tier *t, uint32_t head, uint64_t offset, void *dst, uint64_t bytes);
 
+/* Whoever writes a chain's slots through a pointer into the arena (an O_DIRECT read into
+ * DRAM) says so first: their bytes count as non-zero. */
+void dram_mark_written(dram_tier *t, uint32_t head);
+/* Prefetch the first `bytes` (at most a slot) of slot head's bytes into the CPU caches. */
+void dram_hint(const dram_tier *t, uint32_t head, uint64_t bytes);
 uint64_t dram_capacity(const dram_tier *t); /* whole slots, bytes (0 while unset) */
 uint64_t dram_used(const dram_tier *t);     /* slots in use * slot_bytes */
 uint32_t dram_free_slots(const dram_tier *t);

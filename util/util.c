@@ -41,6 +41,13 @@ uint64_t util_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+uint64_t util_now_coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 /*
  * Parse a byte size: digits with an optional binary suffix K, M, G or T (also KiB, MB, ...;
  * case-insensitive; all powers of 1024). 0 and -EINVAL/-ERANGE on bad input.

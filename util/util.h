@@ -33,6 +33,9 @@ int util_parse_size(const char *s, uint64_t *out);
 
 /* Monotonic clock, nanoseconds. */
 uint64_t util_now_ns(void);
+/* CLOCK_MONOTONIC_COARSE: the kernel's tick (1-4 ms resolution) at a fraction of the cost
+ * (no TSC read): for clocks that only rank or age things in seconds. */
+uint64_t util_now_coarse_ns(void);
 
 /* Intrusive circular doubly linked list. A head is a util_list whose next/prev point at
  * itself when empty. Elements embed a util_list and are recovered with UTIL_CONTAINER_OF. */

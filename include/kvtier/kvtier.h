@@ -485,6 +485,45 @@ int kvt_read_contig(kvt_lease *lease, size_t first, size_t n, void *dst, size_t 
 int kvt_read_range(kvt_lease *lease, size_t block, size_t offset, void *dst, size_t len);
 
 /**
+ * Read bytes [offset, offset + len) of the block of one key: kvt_match_keys of {key},
+ * kvt_read_range of block 0 and kvt_release in one call. A block with a DRAM copy is copied
+ * under the engine's lock in one round trip (no lease, no pin: keep len small, e.g. a
+ * header); a block only on nvme or disk is read and verified as kvt_read_range does. Counted
+ * in kvt_stats like that match (a lookup; a hit touches the block's recency) and its read.
+ * The bytes come from one version of the block: a concurrent put of the same key is seen
+ * either wholly or not at all.
+ *
+ * @param[in]  ns      a KVT_NS_KEYS namespace.
+ * @param[in]  key     the block's key.
+ * @param[in]  offset  first byte, at most the block size.
+ * @param[out] dst     len bytes.
+ * @param[in]  len     bytes to read; offset + len at most the block size.
+ * @param[out] tier    where the bytes came from (KVT_TIER_DRAM, _NVME or _DISK). May be NULL.
+ * @return 0; -ENOENT (no such key, or it expired); -EINVAL; KVT_EMODE (a token namespace);
+ *         KVT_ESIZE (the range leaves the block); KVT_ECORRUPT (the block failed
+ *         verification and was dropped), -EIO, -ENOMEM (as kvt_read_range).
+ */
+int kvt_read_key(kvt_ns *ns, uint64_t key, size_t offset, void *dst, size_t len,
+                 kvt_tier *tier);
+
+/**
+ * Announce lookups of these keys that the caller is about to make (a server that has parsed
+ * a batch of pipelined requests): the engine fetches what the lookups will touch first (the
+ * index entries, and the first `bytes` bytes of each block with a DRAM copy) into the CPU
+ * caches for all of them together, so their cache misses overlap instead of coming one after
+ * another. Changes nothing that any call can observe; a hint for a missing key costs little.
+ * One engine-lock round trip per call.
+ *
+ * @param[in]  ns     n namespaces (KVT_NS_KEYS, all of one engine); ns[i] holds keys[i].
+ * @param[in]  keys   n keys.
+ * @param[in]  n      keys; 0 does nothing.
+ * @param[in]  bytes  bytes at the start of each block to fetch (0: the index only).
+ * @return 0; -EINVAL (NULL arrays, a NULL namespace or namespaces of different engines);
+ *         KVT_EMODE (a token namespace).
+ */
+int kvt_lookahead_keys(kvt_ns *const *ns, const uint64_t *keys, size_t n, size_t bytes);
+
+/**
  * The address of the lease's block i in the engine's DRAM tier, for reading it in place (a
  * server that sends a value from the cache with writev, no copy): valid, and its bytes
  * unchanged, until kvt_release(lease). Only a block that had a DRAM copy when the lease was
@@ -589,6 +628,26 @@ int kvt_remove(kvt_ns *ns, const uint32_t *tokens, size_t n_tokens, size_t *remo
 
 /** kvt_remove for a KVT_NS_KEYS namespace: keys[n_keys - 1] and everything after it. */
 int kvt_remove_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys, size_t *removed);
+
+/**
+ * Store one block under key in place of the block the key has now, if any: what
+ * kvt_remove_keys(ns, &key, 1) followed by kvt_put_keys(ns, &key, 1, &block) do, in one call
+ * whose removal and insert share a critical section (a key-value server overwriting a
+ * value). The block is `len` bytes; the rest of the namespace's block size reads as zeros.
+ * Blocks cached after the key (a sequence that extends it) are removed with it. The new
+ * block becomes visible once all its bytes are copied; until then a lookup misses.
+ *
+ * @param[in]  ns     a KVT_NS_KEYS namespace.
+ * @param[in]  key    the key.
+ * @param[in]  block  len bytes (read during the call). NULL only in simulation.
+ * @param[in]  len    1 .. the block size.
+ * @return 0; -EINVAL; KVT_EMODE (a token namespace); KVT_ESIZE (len 0 or larger than a
+ *         block); -EBUSY (a lease pins the old block, or a put, the write-through or a
+ *         prefetch is working on it: nothing changed; retry); -ENOSPC, -ENOMEM and the
+ *         other errors of kvt_put_keys (the new block was not stored and the old one is
+ *         gone).
+ */
+int kvt_replace_key(kvt_ns *ns, uint64_t key, const void *block, size_t len);
 
 /* ---------------------------------------------------------------- stats */
 
