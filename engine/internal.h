@@ -83,6 +83,7 @@ struct kvt_options {
     int no_direct;
     int simulate;
     uint32_t backpressure_ms;
+    uint32_t persist_delay_ms; /* kvt_options_set_persist_delay_ms */
     uint32_t wt_batch;
     /* the HBM tier (engine/hbm.c) */
     uint64_t hbm_bytes;
@@ -199,6 +200,7 @@ struct kvt_engine {
     uint64_t wt_errors;
     int wt_last_err;
     int wt_busy;   /* > 0: the flusher starts no batch (tests swapping fault hooks) */
+    int wt_urgent; /* > 0: puts wait for DRAM: the write-through ignores its delay */
     int wt_active; /* the flusher is running a batch */
     /* quarantine */
     quar *quar;

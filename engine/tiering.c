@@ -212,6 +212,13 @@ static void wt_block_done(kvt_ns *ns, radix_block *b)
     pthread_cond_broadcast(&e->wt_done);
 }
 
+/* Less than an eighth of DRAM free: the write-through ignores its window. Lock held. */
+static int dram_low(kvt_engine *e)
+{
+    uint64_t sb = dram_slot_bytes(e->dram);
+    return sb && (uint64_t)dram_free_slots(e->dram) * 8 < dram_capacity(e->dram) / sb;
+}
+
 void wt_enqueue(kvt_ns *ns, radix_node *leaf, uint32_t first, uint32_t n)
 {
     kvt_engine *e = ns->eng;
@@ -232,10 +239,16 @@ void wt_enqueue(kvt_ns *ns, radix_node *leaf, uint32_t first, uint32_t n)
         return;
     e->epoch_pending[e->epoch % WT_EPOCHS] += n;
     ns->tn->unpersisted += n;
-    if (leaf->n_dirty == 0)
+    int was_empty = util_list_empty(&e->dirty);
+    if (leaf->n_dirty == 0) {
         util_list_add_tail(&e->dirty, &leaf->wlink);
+        leaf->wq_ns = util_now_coarse_ns(); /* the queue stays in age order */
+    }
     leaf->n_dirty += n;
-    pthread_cond_signal(&e->wt_work);
+    /* With a write-back window the flusher sleeps until the oldest node is ripe: a younger
+     * one changes nothing (waking it per put cost a futex wake and two context switches). */
+    if (!e->opts->persist_delay_ms || was_empty || dram_low(e))
+        pthread_cond_signal(&e->wt_work);
 }
 
 void blk_release_all(kvt_ns *ns, radix_node *n, radix_block *b)
@@ -276,8 +289,10 @@ void on_node_split(void *ctx, radix_node *u, radix_node *n)
         d += (u->blocks[i].flags & (BLK_DIRTY | BLK_WT)) == BLK_DIRTY;
     u->n_dirty = d;
     n->n_dirty -= d;
-    if (d)
+    if (d) {
         util_list_add_tail(n->wlink.next, &u->wlink);
+        u->wq_ns = n->wq_ns; /* its place in the queue: the same age */
+    }
     if (n->n_dirty == 0)
         util_list_del(&n->wlink);
     u->owner = n->owner;
@@ -493,8 +508,10 @@ int tiered_alloc_dram(kvt_ns *ns, uint32_t *slot, int may_wait)
             if (!until)
                 until = deadline_ns(e->opts->backpressure_ms);
             if (now < until) {
+                e->wt_urgent++; /* the write-through ignores its delay meanwhile */
                 pthread_cond_signal(&e->wt_work);
                 cond_wait_until(&e->wt_done, &e->lock, until);
+                e->wt_urgent--;
                 continue;
             }
         }
@@ -704,14 +721,18 @@ static int bufs_reserve(wt_bufs *wb, uint64_t bytes)
     return 0;
 }
 
-/* Claim up to max DIRTY blocks in queue order, pinning their paths. Lock held. */
-static unsigned wt_collect(kvt_engine *e, wt_job *jobs, unsigned max)
+/* Claim up to max DIRTY blocks in queue order, pinning their paths, from nodes queued at
+ * or before ripe_ns (the queue is in age order: it stops at the first younger one). Lock
+ * held. */
+static unsigned wt_collect(kvt_engine *e, wt_job *jobs, unsigned max, uint64_t ripe_ns)
 {
     unsigned k = 0;
     util_list *h = &e->dirty;
     for (util_list *l = h->next, *next; l != h && k < max; l = next) {
         next = l->next;
         radix_node *n = UTIL_CONTAINER_OF(l, radix_node, wlink);
+        if (n->wq_ns > ripe_ns)
+            break;
         kvt_ns *ns = n->owner;
         for (uint32_t j = 0; j < n->n_blocks && k < max; j++) {
             radix_block *b = &n->blocks[j];
@@ -1177,6 +1198,21 @@ static void wt_run(kvt_engine *e, wt_job *jobs, unsigned n, wt_bufs *wb)
     }
 }
 
+/*
+ * The write-through's age bound (kvt_options_set_persist_delay_ms): blocks queued at or
+ * before the returned time may be written now. Everything is, at once, while a kvt_flush
+ * waits for older epochs, a put waits for DRAM (backpressure), DRAM is nearly full (less
+ * than an eighth free) or the engine closes. Lock held.
+ */
+static uint64_t wt_ripe_ns(kvt_engine *e)
+{
+    uint64_t delay = (uint64_t)e->opts->persist_delay_ms * 1000000ull;
+    if (!delay || e->stop || e->wt_urgent || e->epoch_base < e->epoch || dram_low(e))
+        return UINT64_MAX;
+    uint64_t now = util_now_coarse_ns();
+    return now > delay ? now - delay : 0;
+}
+
 static void *flusher_main(void *arg)
 {
     kvt_engine *e = arg;
@@ -1188,10 +1224,10 @@ static void *flusher_main(void *arg)
         /* a round's catalog batch carries the quarantine's deletes; without a round they
          * go on their own, and what came meanwhile is collected again (no lost wakeup) */
         unsigned max = e->opts->wt_batch ? e->opts->wt_batch : WT_BATCH;
-        unsigned n = e->wt_busy ? 0 : wt_collect(e, jobs, max);
+        unsigned n = e->wt_busy ? 0 : wt_collect(e, jobs, max, wt_ripe_ns(e));
         if (!n && e->n_quar) {
             quarantine_drain(e);
-            n = e->wt_busy ? 0 : wt_collect(e, jobs, max);
+            n = e->wt_busy ? 0 : wt_collect(e, jobs, max, wt_ripe_ns(e));
         }
         if (n) {
             e->wt_active = 1;
@@ -1204,6 +1240,18 @@ static void *flusher_main(void *arg)
             break;
         if (!e->wt_busy && compact_maybe(e)) /* idle: reclaim dead disk records */
             continue;
+        if (!e->wt_busy && !util_list_empty(&e->dirty)) {
+            /* the oldest queued node is younger than the delay: until it is ripe, plus an
+             * eighth of the delay so that a round finds the nodes that ripened meanwhile
+             * (nodes ripen one by one: rounds of one or two blocks each paid a sync); a
+             * flush, backpressure or nearly full DRAM signal wt_work sooner */
+            radix_node *old = UTIL_CONTAINER_OF(e->dirty.next, radix_node, wlink);
+            uint64_t d = (uint64_t)e->opts->persist_delay_ms * 1000000ull;
+            uint64_t ripe = old->wq_ns + d + d / 8, now = util_now_coarse_ns();
+            uint32_t ms = ripe > now ? (uint32_t)((ripe - now) / 1000000u) + 1 : 1;
+            cond_wait_until(&e->wt_work, &e->lock, deadline_ns(ms));
+            continue;
+        }
         pthread_cond_wait(&e->wt_work, &e->lock);
     }
     pthread_mutex_unlock(&e->lock);

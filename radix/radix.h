@@ -104,6 +104,7 @@ struct radix_node {
     util_list tlink[RADIX_TIERS];
     uint32_t tcount[RADIX_TIERS];
     util_list wlink;
+    uint64_t wq_ns; /* the engine's: when it joined the write-through queue (coarse clock) */
     uint32_t n_dirty;
     uint32_t eflags; /* the caller's */
     /* The engine's placement-policy history (engine/policy.c: an evict_hist per node, by

@@ -65,6 +65,9 @@ int cfg_defaults(srv_config *c)
     c->disk_bytes = 1ull << 30;
     c->io_depth = 32;
     c->backpressure_ms = -1;
+    /* a value is written to nvme once it has lived a second (an overwrite sooner costs no
+     * I/O); SAVE, KVT.FLUSH and SIGTERM write everything at once */
+    c->persist_delay_ms = 1000;
     c->access_log_hash_ids = 1;
     c->shutdown_timeout_s = 10;
     c->loglevel = 1;
@@ -296,6 +299,9 @@ int cfg_set(srv_config *c, const char *key, const char *v, char *err, size_t err
         c->io_depth = (unsigned)iv;
     } else if (!strcmp(k, "backpressure_ms")) {
         if (parse_int(v, 0, 3600000, &c->backpressure_ms))
+            goto bad;
+    } else if (!strcmp(k, "persist_delay_ms")) {
+        if (parse_int(v, 0, 3600000, &c->persist_delay_ms))
             goto bad;
     } else if (!strcmp(k, "access_log")) {
         snprintf(c->access_log, sizeof(c->access_log), "%s", v);

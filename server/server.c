@@ -1010,6 +1010,8 @@ static void usage(FILE *f, const char *prog)
             "  --data-dir DIR             persistent tiers and catalog; none = DRAM only (./data)\n"
             "  --nvme-bytes SIZE (0 = off)  --nvme-path DIR (DATA_DIR/nvme)\n"
             "  --disk-bytes SIZE (1G)       --disk-path DIR (DATA_DIR/disk)  --io-depth N (32)\n"
+            "  --persist-delay-ms N       write a value to nvme/disk once it lived N ms; sooner\n"
+            "                             overwrites cost no I/O; SAVE and SIGTERM write all (1000)\n"
             "  --access-log PATH          JSON-lines log of KVT.* requests (off)\n"
             "  --shutdown-timeout SECONDS (10)  --loglevel warning|notice|verbose (notice)\n"
             "Tenants ([tenant:NAME] sections: password, namespaces, quota_dram, quota_nvme,\n"
@@ -1116,6 +1118,8 @@ static int open_engine(srv *s)
             rc = kvt_options_set_io_depth(o, cf->io_depth);
         if (!rc && cf->backpressure_ms >= 0)
             rc = kvt_options_set_backpressure_ms(o, (uint32_t)cf->backpressure_ms);
+        if (!rc)
+            rc = kvt_options_set_persist_delay_ms(o, (uint32_t)cf->persist_delay_ms);
     }
     if (!rc)
         rc = kvt_engine_open(o, &s->eng);

@@ -122,6 +122,7 @@ typedef struct srv_config {
     uint64_t tier_read_bw[4], tier_write_bw[4];
     unsigned io_depth;
     int backpressure_ms;      /* -1 = the engine's default */
+    int persist_delay_ms;     /* write-back window (kvt_options_set_persist_delay_ms) */
     char access_log[SRV_PATH_MAX];
     int access_log_hash_ids;
     int shutdown_timeout_s;

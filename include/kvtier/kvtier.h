@@ -261,6 +261,18 @@ int kvt_options_set_io_force_pool(kvt_options *opts, int on);
 int kvt_options_set_backpressure_ms(kvt_options *opts, uint32_t ms);
 
 /**
+ * Write-back window of the write-through, in milliseconds (default 0: a new block is queued
+ * for nvme/disk as soon as it is visible). With ms > 0 a block is written once it has been
+ * in the queue that long: a block removed or replaced sooner (an overwritten value) never
+ * costs an nvme write or a catalog record. The window is ignored — everything queued is
+ * written at once — while kvt_flush() waits, a put waits for DRAM (backpressure), DRAM is
+ * more than seven eighths full, and at kvt_engine_close(). A crash loses at most the
+ * blocks of the last `ms` milliseconds not yet covered by a kvt_flush(), the same bound an
+ * append-only log synced every second gives. @return 0; -EINVAL.
+ */
+int kvt_options_set_persist_delay_ms(kvt_options *opts, uint32_t ms);
+
+/**
  * Data-free simulation (for trace replay, `kvtier analyze`): the engine keeps capacities,
  * the index, LRU order and demotion decisions as a real one would, but stores no bytes,
  * does no I/O and persists nothing (any data directory is ignored). kvt_put() then accepts

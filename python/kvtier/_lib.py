@@ -185,6 +185,7 @@ _OPTIONAL: Dict[str, Optional[tuple]] = {
     "kvt_options_set_io_depth": (c_int, [_P, c_uint]),
     "kvt_options_set_io_force_pool": (c_int, [_P, c_int]),
     "kvt_options_set_backpressure_ms": (c_int, [_P, c_uint32]),
+    "kvt_options_set_persist_delay_ms": (c_int, [_P, c_uint32]),
     "kvt_options_set_simulate": (c_int, [_P, c_int]),
     "kvt_flush": (c_int, [_P]),
     "kvt_tenant_set_quota": (c_int, [_P, c_char_p, c_int, c_uint64]),

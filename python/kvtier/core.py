@@ -434,8 +434,8 @@ class HbmPool:
 
 _HUGEPAGES = {"auto": 0, "off": 1, "on": 2, False: 1, True: 2, 0: 0, 1: 1, 2: 2}
 _CONFIG_KEYS = ("dram_bytes", "slot_bytes", "hugepages", "cuda_pin", "tenant_quotas", "data_dir",
-                "nvme", "disk", "io_depth", "io_force_pool", "backpressure_ms", "simulate", "policy",
-                "hbm_bytes", "hbm_required")
+                "nvme", "disk", "io_depth", "io_force_pool", "backpressure_ms", "persist_delay_ms",
+                "simulate", "policy", "hbm_bytes", "hbm_required")
 
 
 def _tier_cfg(v: Any) -> Tuple[Optional[str], int, int]:
@@ -484,7 +484,8 @@ class Cache:
     - ``data_dir``: make the engine persistent (catalog, nvme and disk tiers under it);
     - ``nvme``, ``disk``: a capacity ('4G'; 0 disables the tier) or a mapping
       ``{path, capacity, bw}`` (kvt_options_set_tier; defaults: nvme off, disk 1 GiB);
-    - ``io_depth``, ``io_force_pool``, ``backpressure_ms``: persistent-tier I/O options;
+    - ``io_depth``, ``io_force_pool``, ``backpressure_ms``, ``persist_delay_ms`` (the
+      write-back window): persistent-tier I/O options;
     - ``simulate``: data-free simulation (no bytes stored);
     - ``policy``: 'lru' (default), 'lfu' or 'drain' (kvt_options_set_policy);
     - ``hbm_bytes``: GPU memory for the engine's HBM tier (0: none); ``hbm_required``: fail
@@ -539,6 +540,7 @@ class Cache:
             for key, fn, conv in (("io_depth", "kvt_options_set_io_depth", int),
                                   ("io_force_pool", "kvt_options_set_io_force_pool", lambda v: 1 if v else 0),
                                   ("backpressure_ms", "kvt_options_set_backpressure_ms", int),
+                                  ("persist_delay_ms", "kvt_options_set_persist_delay_ms", int),
                                   ("simulate", "kvt_options_set_simulate", lambda v: 1 if v else 0),
                                   ("policy", "kvt_options_set_policy", lambda v: str(v).encode())):
                 if key in cfg:
