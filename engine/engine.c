@@ -1131,7 +1131,14 @@ static int put_pass(kvt_ns *ns, const uint32_t *units, size_t nb, const void *co
     if (px && px->replace) { /* what kvt_remove_keys does, without a second round trip */
         rc = radix_match(ns->tree, units, nb, 0, &path);
         if (rc == 0 && nb && path.blocks == nb) {
-            long n = remove_blocks(ns, path.nodes[path.n - 1], path.last_blocks - 1);
+            radix_node *old = path.nodes[path.n - 1];
+            if (nb == 1 && path.n == 1 && reuse_leaf(ns, old)) {
+                /* a one-block leaf of its own (an overwritten value): the node stays where
+                 * it is, pending, with no copies left; no unlink, free, alloc and relink */
+                leaf = old;
+                goto fill;
+            }
+            long n = remove_blocks(ns, old, path.last_blocks - 1);
             if (n < 0)
                 rc = (int)n;
         }
@@ -1146,6 +1153,7 @@ static int put_pass(kvt_ns *ns, const uint32_t *units, size_t nb, const void *co
     if (rc || !leaf)
         goto out;
 
+fill:;
     /* Blocks [first, first + want) are new; take slots for as many as have data and fit. */
     size_t first = nb - leaf->n_blocks, want = 0;
     if (!blocks) /* simulation only (checked by the callers) */

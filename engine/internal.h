@@ -281,6 +281,10 @@ int tiered_alloc_dram(kvt_ns *ns, uint32_t *slot, int may_wait); /* lock held */
 int tiered_evict_dram(kvt_engine *e, tenant *tn, int allow_drop); /* lock held */
 void wt_enqueue(kvt_ns *ns, radix_node *leaf, uint32_t first, uint32_t n); /* lock held */
 long remove_blocks(kvt_ns *ns, radix_node *n, uint32_t from); /* lock held */
+/* kvt_replace_key in place: if n is an unpinned, published one-block leaf with nothing in
+ * flight, release its block's copies (as a removal does) and its history, and make it
+ * pending for the new bytes: 1; else 0 (unchanged). Lock held. */
+int reuse_leaf(kvt_ns *ns, radix_node *n);
 void drop_bad_locked(kvt_ns *ns, radix_node *deepest);
 int tiers_open(kvt_engine *e);          /* at engine open, no lock */
 int tiers_nvme_ready(kvt_engine *e);    /* once the DRAM slot size is known; ns_lock held */

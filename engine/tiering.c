@@ -320,6 +320,29 @@ long remove_blocks(kvt_ns *ns, radix_node *n, uint32_t from)
     return radix_remove(ns->tree, n, from, on_block_removed, ns);
 }
 
+int reuse_leaf(kvt_ns *ns, radix_node *n)
+{
+    radix_block *b = &n->blocks[0];
+    if (n->n_blocks != 1 || n->n_kids || n->pins || (n->flags & RADIX_PENDING) ||
+        (b->flags & (BLK_WT | BLK_PROMO | BLK_MOVING)))
+        return 0;
+    on_block_removed(ns, n, b); /* every copy, the write-through queue, the counts */
+    if (n->n_dirty == 0) /* out of the queue until the new bytes are published */
+        util_list_del(&n->wlink);
+    uint64_t key = b->key;
+    memset(b, 0, sizeof *b);
+    b->key = key;
+    for (int t = 0; t < RADIX_TIERS; t++)
+        b->slot[t] = RADIX_NO_SLOT;
+    n->eflags &= ~NODE_HAS_BAD;
+    /* a new value: no history, no TTL hint, as a fresh node would have */
+    n->hits = 0;
+    n->ph_last_s = n->ph_gap_s = n->ph_freq = n->ph_ttl_s = 0;
+    n->ph_hits = 0;
+    n->flags |= RADIX_PENDING; /* invisible until radix_publish */
+    return 1;
+}
+
 void drop_bad_locked(kvt_ns *ns, radix_node *deepest)
 {
     /* the shallowest bad block on the path goes, with everything below it */
@@ -1800,6 +1823,28 @@ KVT_EXPORT int kvt__engine_check(kvt_engine *e, const char **why)
             *why = "tier_blocks differs from the lists";
             rc = -1;
         }
+    /* the write-through queue: each node once, with its count of queued blocks, in age order */
+    uint64_t guard = 0, prev_ns = 0;
+    for (util_list *l = e->dirty.next; l != &e->dirty && !rc; l = l->next) {
+        radix_node *n = UTIL_CONTAINER_OF(l, radix_node, wlink);
+        uint32_t d = 0;
+        for (uint32_t i = 0; i < n->n_blocks; i++)
+            d += (n->blocks[i].flags & (BLK_DIRTY | BLK_WT)) == BLK_DIRTY;
+        if (l->next->prev != l || l->prev->next != l) {
+            *why = "broken write-through queue link";
+            rc = -1;
+        } else if (d != n->n_dirty || d == 0) {
+            *why = "n_dirty differs from the node's queued blocks";
+            rc = -1;
+        } else if (n->wq_ns < prev_ns) {
+            *why = "write-through queue out of age order";
+            rc = -1;
+        } else if (++guard > (1u << 26)) {
+            *why = "write-through queue cycle";
+            rc = -1;
+        }
+        prev_ns = n->wq_ns;
+    }
     pthread_mutex_unlock(&e->lock);
     return rc;
 }

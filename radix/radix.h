@@ -199,7 +199,8 @@ int radix_match(radix_tree *t, const uint32_t *units, size_t n_blocks, unsigned 
 int radix_insert(radix_tree *t, const uint32_t *units, size_t n_blocks, radix_path *path,
                  radix_node **leaf);
 
-/* Clear RADIX_PENDING on a node made by radix_insert. */
+/* Clear RADIX_PENDING on a node made by radix_insert (or on a childless leaf the caller set
+ * RADIX_PENDING on to hide it while it rewrote its blocks: the engine's kvt_replace_key). */
 void radix_publish(radix_tree *t, radix_node *node);
 
 /*

@@ -9,7 +9,9 @@
  *                     byte of an earlier occupant ever shows), a pinned key is -EBUSY with
  *                     nothing changed, successors are removed, sizes are checked;
  *   kvt_lookahead_keys  a hint: every bad argument, and nothing observable changes;
- *   and with a data directory: short blocks persist, zeros included, across a restart.
+ *   and with a data directory: short blocks persist, zeros included, across a restart;
+ *   overwrites in place (queued, being written, persisted, pinned) keep the engine's
+ *   lists and counts consistent and the last value of every key wins.
  *
  * Blocks of 512 bytes (layers 2, kv_heads 2, head_dim 8, fp16, block_tokens 4), slot = block.
  */
@@ -21,6 +23,17 @@
 
 #include "kvtier/kvtier.h"
 #include "testutil.h"
+
+int kvt__engine_check(kvt_engine *e, const char **why); /* engine/tiering.c, tests only */
+
+static void engine_check(kvt_engine *e)
+{
+    const char *why = NULL;
+    if (kvt__engine_check(e, &why)) {
+        fprintf(stderr, "engine check: %s\n", why);
+        exit(1);
+    }
+}
 
 #define BT 4u
 #define BB 512u
@@ -255,6 +268,34 @@ static void test_replace_persist(void)
         TU_CHECK_EQ(st, 1);
     }
     TU_CHECK_EQ(kvt_flush(e), 0);
+    for (int i = 0; i < N; i++)
+        check_short(ns, 5000 + (uint64_t)i, v[i], len[i]);
+    engine_check(e);
+    /* churn: overwrites of keys whose blocks are queued, being written (-EBUSY, retried),
+     * persisted or on nvme only; a lease pinning one now and then */
+    for (int i = 0; i < 3000; i++) {
+        int j = (int)tu_below(&rng, N);
+        uint64_t k = 5000 + (uint64_t)j;
+        len[j] = 1 + tu_below(&rng, BB);
+        tu_fill(&rng, v[j], len[j]);
+        int rc;
+        while ((rc = kvt_replace_key(ns, k, v[j], len[j])) == -EBUSY)
+            ;
+        TU_CHECK_EQ(rc, 0);
+        if (i % 97 == 0)
+            TU_CHECK_EQ(kvt_flush(e), 0);
+        if (i % 50 == 0) {
+            kvt_lease *l = NULL;
+            size_t m = 0;
+            TU_CHECK_EQ(kvt_match_keys(ns, &k, 1, &m, &l), 0);
+            TU_CHECK_EQ(kvt_replace_key(ns, k, v[j], len[j]), -EBUSY);
+            kvt_release(l);
+            engine_check(e);
+        }
+    }
+    TU_CHECK_EQ(kvt_flush(e), 0);
+    engine_check(e);
+    TU_CHECK_EQ(tu_stats(e).unpersisted_blocks, 0);
     for (int i = 0; i < N; i++)
         check_short(ns, 5000 + (uint64_t)i, v[i], len[i]);
     kvt_engine_close(e);
