@@ -8,6 +8,7 @@
 #           4 connections, both servers
 # usage: bench/bench_serve.sh path/to/kvtier-serve [--repeat N (3)] [--quick]
 #        KVTIER_BENCH_DATA_DIR=none: kvtier DRAM only (default: tiers on, under a temp dir)
+#        KVTIER_BENCH_ARGS="--persist-delay-ms 0 ...": more flags for kvtier serve
 #        KVTIER_BENCH_PREFAULT=no: kvtier's DRAM arena faulted on first touch (default: yes,
 #        dram_prefault = yes, so the shapes measure the steady state, not the kernel zeroing
 #        4 GiB of fresh pages during the first shapes)
@@ -34,7 +35,7 @@ data=${KVTIER_BENCH_DATA_DIR:-$dir/data}
 prefault=${KVTIER_BENCH_PREFAULT:-yes}
 # tiers on: DRAM 4G in front of nvme (1G of slot files) and disk (4G) under $dir/data
 "$BIN" --port "$kp" --dram-bytes 4G --data-dir "$data" --nvme-bytes 1G --disk-bytes 4G \
-    --dram-prefault "$prefault" --loglevel warning >"$dir/kvtier.log" 2>&1 &
+    --dram-prefault "$prefault" --loglevel warning ${KVTIER_BENCH_ARGS:-} >"$dir/kvtier.log" 2>&1 &
 kpid=$!
 redis-server --port "$rp" --save "" --appendonly no --daemonize no --logfile "$dir/redis.log" &
 rpid=$!
@@ -45,7 +46,7 @@ done
 commit=$(git -C "$(dirname "$0")" rev-parse --short HEAD 2>/dev/null || echo unknown)
 echo "# bench_serve commit=$commit (+ working tree) host=$(hostname) cpus=$(nproc) $(redis-server --version | cut -d' ' -f1-3)"
 echo "# cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# kvtier data_dir: $data; dram_prefault: $prefault; repetitions: $rep (medians)"
+echo "# kvtier data_dir: $data; dram_prefault: $prefault; extra flags: ${KVTIER_BENCH_ARGS:-none}; repetitions: $rep (medians)"
 results=$dir/results.txt
 : >"$results"
 shape() { # name, then redis-benchmark args

@@ -1109,6 +1109,22 @@ KVT_EXPORT int kvt_prefetch_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys
 /* One pass of put_units: insert, store the new blocks that find DRAM, publish them. *stored:
  * blocks stored; *reach: blocks of units[] in the tree up to the end of what was stored.
  * count_put: the put's first pass (counted in the puts statistic). */
+/* Make a pending leaf's first got blocks (bytes in DRAM) visible and hand them to the
+ * write-through. Lock held. */
+static void publish_leaf(kvt_ns *ns, radix_node *leaf, size_t got, double ttl_s,
+                         const uint32_t *units)
+{
+    kvt_engine *e = ns->eng;
+    radix_publish(ns->tree, leaf);
+    policy_put(ns, leaf, (uint32_t)got, ttl_s); /* TTL hint, drain placement (policy.c) */
+    if (e->tiered)
+        wt_enqueue(ns, leaf, 0, (uint32_t)got);
+    if (e->rem) /* remote write-through (engine/remote.c) */
+        eremote_on_put(ns, leaf, (uint32_t)got, units);
+    e->blocks_stored += got;
+    e->blocks_cached += got;
+}
+
 /* What kvt_replace_key adds to a put (put_pass): remove the sequence first, in the same
  * critical section; the last block is last_len bytes (the rest of it zeros). */
 typedef struct put_extra {
@@ -1196,14 +1212,7 @@ fill:;
     }
 
     pthread_mutex_lock(&e->lock);
-    radix_publish(ns->tree, leaf);
-    policy_put(ns, leaf, (uint32_t)got, ttl_s); /* TTL hint, drain placement (policy.c) */
-    if (e->tiered)
-        wt_enqueue(ns, leaf, 0, (uint32_t)got);
-    if (e->rem) /* remote write-through (engine/remote.c) */
-        eremote_on_put(ns, leaf, (uint32_t)got, units);
-    e->blocks_stored += got;
-    e->blocks_cached += got;
+    publish_leaf(ns, leaf, got, ttl_s, units);
     *stored = got;
     *reach = first + got;
     rc = why;
@@ -1294,6 +1303,103 @@ KVT_EXPORT int kvt_put_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys,
     if (!n_keys)
         return 0;
     return put_units(ns, (const uint32_t *)(const void *)keys, n_keys, blocks, 0, stored);
+}
+
+/* ---------------------------------------------------------------- put in place */
+
+struct kvt_put_txn {
+    kvt_ns *ns;
+    radix_node *leaf; /* pending: invisible, never evicted or split */
+    size_t n;
+    uint64_t keys[]; /* [n]: the units eremote_on_put sends */
+};
+
+KVT_EXPORT int kvt_put_keys_begin(kvt_ns *ns, const uint64_t *keys, size_t n_keys, void **ptrs,
+                                  kvt_put_txn **txn)
+{
+    if (txn)
+        *txn = NULL;
+    if (!ns || !keys || !ptrs || !txn || n_keys == 0 || n_keys > UINT32_MAX)
+        return -EINVAL;
+    if (!(ns->flags & KVT_NS_KEYS))
+        return KVT_EMODE;
+    kvt_engine *e = ns->eng;
+    if (e->simulate || dram_slots_for(e->dram, ns->block_bytes) != 1)
+        return -ENOTSUP; /* no bytes in simulation; a block must be one slot to be written */
+    kvt_put_txn *t = util_malloc(sizeof *t + n_keys * sizeof(uint64_t));
+    if (!t)
+        return -ENOMEM;
+    memcpy(t->keys, keys, n_keys * sizeof(uint64_t));
+    const uint32_t *units = (const uint32_t *)(const void *)t->keys;
+    radix_path path;
+    radix_node *leaf = NULL;
+    radix_path_init(&path);
+    pthread_mutex_lock(&e->lock);
+    e->puts++;
+    int rc = radix_insert(ns->tree, units, n_keys, &path, &leaf);
+    if (rc == -EAGAIN)
+        rc = -EBUSY; /* another put is storing this prefix */
+    size_t got = 0;
+    if (rc == 0 && (!leaf || leaf->n_blocks != n_keys))
+        rc = -EEXIST; /* some of the keys are cached already */
+    for (; rc == 0 && got < n_keys; got++) {
+        uint32_t slot;
+        leaf->blocks[got].size = (uint32_t)ns->block_bytes;
+        if ((rc = alloc_block(ns, &slot)))
+            break;
+        blk_add_copy(ns, leaf, &leaf->blocks[got], RADIX_TIER_DRAM, slot);
+    }
+    touch_path(ns, &path, false); /* before a trim: see put_pass */
+    if (rc && leaf) {
+        for (size_t i = 0; i < got; i++)
+            blk_drop_copy(ns, leaf, &leaf->blocks[i], RADIX_TIER_DRAM);
+        radix_trim(ns->tree, leaf, 0);
+    }
+    if (rc == 0) {
+        uint64_t sb = dram_slot_bytes(e->dram);
+        for (size_t i = 0; i < n_keys; i++) {
+            uint32_t slot = leaf->blocks[i].slot[RADIX_TIER_DRAM];
+            dram_mark_written(e->dram, slot); /* the caller writes it */
+            ptrs[i] = (char *)dram_base(e->dram) + (uint64_t)slot * sb;
+        }
+    }
+    pthread_mutex_unlock(&e->lock);
+    radix_path_free(&path);
+    if (rc) {
+        util_free(t);
+        return rc;
+    }
+    t->ns = ns;
+    t->leaf = leaf;
+    t->n = n_keys;
+    *txn = t;
+    return 0;
+}
+
+KVT_EXPORT int kvt_put_commit(kvt_put_txn *t)
+{
+    if (!t)
+        return -EINVAL;
+    kvt_engine *e = t->ns->eng;
+    pthread_mutex_lock(&e->lock); /* also orders the caller's stores before the publication */
+    publish_leaf(t->ns, t->leaf, t->n, 0, (const uint32_t *)(const void *)t->keys);
+    pthread_mutex_unlock(&e->lock);
+    atomic_fetch_add(&e->bytes_written, t->n * t->ns->block_bytes);
+    util_free(t);
+    return 0;
+}
+
+KVT_EXPORT void kvt_put_abort(kvt_put_txn *t)
+{
+    if (!t)
+        return;
+    kvt_engine *e = t->ns->eng;
+    pthread_mutex_lock(&e->lock);
+    for (size_t i = 0; i < t->n; i++)
+        blk_drop_copy(t->ns, t->leaf, &t->leaf->blocks[i], RADIX_TIER_DRAM);
+    radix_trim(t->ns->tree, t->leaf, 0);
+    pthread_mutex_unlock(&e->lock);
+    util_free(t);
 }
 
 /* ---------------------------------------------------------------- remove */

@@ -1825,7 +1825,8 @@ KVT_EXPORT int kvt__engine_check(kvt_engine *e, const char **why)
         }
     /* the write-through queue: each node once, with its count of queued blocks, in age order */
     uint64_t guard = 0, prev_ns = 0;
-    for (util_list *l = e->dirty.next; l != &e->dirty && !rc; l = l->next) {
+    for (util_list *l = e->tiered ? e->dirty.next : &e->dirty; l != &e->dirty && !rc;
+         l = l->next) {
         radix_node *n = UTIL_CONTAINER_OF(l, radix_node, wlink);
         uint32_t d = 0;
         for (uint32_t i = 0; i < n->n_blocks; i++)

@@ -360,16 +360,47 @@ static int put_meta(srv *s, srv_tenant *t, uint64_t m, const srv_arg *k, const k
 
 enum { SET_NX = 1, SET_XX = 2, SET_KEEPTTL = 4 };
 
-/* Outcome of kv_store: 1 stored, 0 not stored (NX/XX), <0 status. */
+int kv_ingest_begin(srv *s, srv_tenant *t, const srv_arg *k, uint64_t len, kv_ingest *ig)
+{
+    uint64_t B = s->cfg.kv_block_bytes, m = meta_key(k);
+    memset(ig, 0, sizeof *ig);
+    if (sizeof(kv_meta) + k->n + len <= B || k->n > s->cfg.max_key_bytes)
+        return -EINVAL; /* an inline value: no chain */
+    ig->n = nblocks(len, B);
+    ig->block = B;
+    ig->len = len;
+    ig->version = new_version();
+    uint64_t *keys = malloc(ig->n * sizeof *keys);
+    ig->ptrs = malloc(ig->n * sizeof *ig->ptrs);
+    int rc = -ENOMEM;
+    if (keys && ig->ptrs) {
+        chain_keys(m, ig->version, ig->n, keys);
+        rc = kvt_put_keys_begin(KVNS(t, m), keys, ig->n, ig->ptrs, &ig->txn);
+    }
+    free(keys);
+    if (rc)
+        kv_ingest_end(ig);
+    return rc;
+}
+
+void kv_ingest_end(kv_ingest *ig)
+{
+    kvt_put_abort(ig->txn);
+    free(ig->ptrs);
+    memset(ig, 0, sizeof *ig);
+}
+
+/* Outcome of kv_store: 1 stored, 0 not stored (NX/XX), <0 status. With ig (a SET whose value
+ * arrived in place, v->p NULL) the chain is its reservation, committed here. */
 static int kv_store(srv *s, srv_tenant *t, const srv_arg *k, const srv_arg *v, uint64_t expire_ms,
-                    unsigned flags)
+                    unsigned flags, kv_ingest *ig)
 {
     uint64_t B = s->cfg.kv_block_bytes;
     uint64_t m = meta_key(k), now_ms = now_ms_real();
-    int is_inline = sizeof(kv_meta) + k->n + v->n <= B;
+    int is_inline = !ig && sizeof(kv_meta) + k->n + v->n <= B;
     kv_meta meta = {.magic = KV_MAGIC, .fmt = KV_FMT, .flags = is_inline ? KV_INLINE : 0,
                     .key_len = (uint32_t)k->n, .value_len = v->n, .expire_ms = expire_ms,
-                    .version = new_version(), .created_ms = now_ms};
+                    .version = ig ? ig->version : new_version(), .created_ms = now_ms};
     size_t n = is_inline ? 0 : nblocks(v->n, B);
     uint64_t *keys = NULL;
     const void **blocks = NULL;
@@ -378,7 +409,16 @@ static int kv_store(srv *s, srv_tenant *t, const srv_arg *k, const srv_arg *v, u
     int rc = -ENOMEM;
     if (!buf)
         goto out;
-    if (n) {
+    if (n && ig) { /* received in place: publish the reserved chain */
+        keys = malloc(sizeof(*keys));
+        if (!keys)
+            goto out;
+        chain_keys(m, meta.version, 1, keys);
+        rc = kvt_put_commit(ig->txn);
+        ig->txn = NULL;
+        if (rc)
+            goto out;
+    } else if (n) {
         /* Data chain first, straight from the caller's buffer; only the last, partial
          * block is copied (the engine reads whole blocks). Invisible until the meta block
          * that names its version is published below. */
@@ -722,7 +762,7 @@ void cmd_set(cmdctx *x)
     }
     if (!key_ok(x, k) || !value_ok(x, v))
         return;
-    int rc = kv_store(x->s, x->t, k, v, exp, flags);
+    int rc = kv_store(x->s, x->t, k, v, exp, flags, x->ig && x->ig->txn ? x->ig : NULL);
     if (rc == 1) {
         atomic_fetch_add_explicit(&x->t->kv_sets, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&x->t->kv_bytes_in, v->n, memory_order_relaxed);
@@ -745,7 +785,7 @@ void cmd_mset(cmdctx *x)
         if (!key_ok(x, &x->argv[i]) || !value_ok(x, &x->argv[i + 1]))
             return;
     for (int i = 1; i < x->argc; i += 2) {
-        int rc = kv_store(x->s, x->t, &x->argv[i], &x->argv[i + 1], 0, 0);
+        int rc = kv_store(x->s, x->t, &x->argv[i], &x->argv[i + 1], 0, 0, NULL);
         if (rc < 0) {
             atomic_fetch_add_explicit(&x->t->kv_set_fail, 1, memory_order_relaxed);
             if (i > 1)

@@ -241,6 +241,8 @@ static char *metrics_text(srv *s, size_t *len)
         {"kvtier_command_errors_total", "counter", "unknown commands, arity and auth errors", U(s->cmd_errors)},
         {"kvtier_protocol_errors_total", "counter", "malformed requests (connection closed)", U(s->proto_errors)},
         {"kvtier_commands_offloaded_total", "counter", "large commands run on worker threads", U(s->offloaded)},
+        {"kvtier_values_received_in_place_total", "counter",
+         "SET values read from the socket straight into their DRAM blocks", U(s->values_in_place)},
         {"kvtier_deferred_removals_total", "counter",
          "replaced values whose blocks were pinned by a reader and removed later", U(s->deferred_removals)},
     };
@@ -414,7 +416,8 @@ char *info_text(srv *s, srv_tenant *t, const char *sec, size_t *len)
                    "tenant_prefix_hit_tokens:%llu\r\ntenant_prefix_hit_tokens_dram:%llu\r\n"
                    "tenant_prefix_hit_tokens_nvme:%llu\r\ntenant_prefix_hit_tokens_disk:%llu\r\n"
                    "tenant_keyspace_hits_dram:%llu\r\ntenant_keyspace_hits_nvme:%llu\r\n"
-                   "tenant_keyspace_hits_disk:%llu\r\ntenant_corrupt_reads:%llu\r\n",
+                   "tenant_keyspace_hits_disk:%llu\r\ntenant_corrupt_reads:%llu\r\n"
+                   "values_received_in_place:%llu\r\n",
                 all ? U(s->conn_total) : U(t->conn_total), t ? U(t->commands) : 0,
                 all ? U(s->conn_rejected) : 0ull, all ? U(s->net_in) : U(t->net_in),
                 all ? U(s->net_out) : U(t->net_out), hits, miss, t ? U(t->px_lookups) : 0,
@@ -422,7 +425,7 @@ char *info_text(srv *s, srv_tenant *t, const char *sec, size_t *len)
                 t ? U(t->px_hit_tier[KVT_TIER_DRAM]) : 0, t ? U(t->px_hit_tier[KVT_TIER_NVME]) : 0,
                 t ? U(t->px_hit_tier[KVT_TIER_DISK]) : 0, t ? U(t->kv_hits_tier[KVT_TIER_DRAM]) : 0,
                 t ? U(t->kv_hits_tier[KVT_TIER_NVME]) : 0, t ? U(t->kv_hits_tier[KVT_TIER_DISK]) : 0,
-                t ? U(t->kv_corrupt) + U(t->px_corrupt) : 0);
+                t ? U(t->kv_corrupt) + U(t->px_corrupt) : 0, all ? U(s->values_in_place) : 0ull);
         if (t && t->admin)
             fprintf(f, "evicted_keys:0\r\nevicted_blocks:%llu\r\n",
                     (unsigned long long)st.blocks_evicted);

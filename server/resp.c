@@ -84,6 +84,7 @@ int resp_parse(resp_req *c, const char *b, size_t n, uint64_t max_bulk, size_t *
 {
     c->argc = 0;
     c->need = 0;
+    c->part_len = 0;
     if (n == 0)
         return 0;
     if (b[0] != '*') {
@@ -181,8 +182,29 @@ int resp_parse(resp_req *c, const char *b, size_t n, uint64_t max_bulk, size_t *
             return -1;
         }
         pos += (size_t)e2 + 2;
+        if (c->ext_len && pos == c->ext_at && (uint64_t)bl == c->ext_len) {
+            /* its bytes were received elsewhere: only the CRLF after them is here */
+            if (n - pos < 2) {
+                c->need = pos + 2;
+                c->argc = 0;
+                return 0;
+            }
+            if (b[pos] != '\r' || b[pos + 1] != '\n') {
+                *err = "Protocol error: bulk string not terminated by CRLF";
+                return -1;
+            }
+            c->argv[c->argc].p = NULL;
+            c->argv[c->argc].n = (size_t)bl;
+            c->argc++;
+            pos += 2;
+            continue;
+        }
         if (n - pos < (size_t)bl + 2) {
             c->need = pos + (size_t)bl + 2; /* at least this much; more args may follow */
+            c->part_idx = c->argc;
+            c->part_argc = (int)cnt;
+            c->part_at = pos;
+            c->part_len = (uint64_t)bl;
             c->argc = 0;
             return 0;
         }

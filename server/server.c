@@ -69,6 +69,7 @@ struct srv_client {
     char *in;
     size_t in_pos, in_len, in_cap;
     resp_req rq; /* the command being parsed/run: argv points into in */
+    kv_ingest ig; /* a SET value being read into its DRAM blocks (ingest_*) */
     outq out;
     int busy, dead, close_after, eof, registered, ready;
     srv_client *ready_next; /* L.ready list */
@@ -250,6 +251,7 @@ static void client_update_events(srv_client *c)
 
 static void client_free(srv_client *c)
 {
+    kv_ingest_end(&c->ig); /* a value cut off mid-way: its reservation goes back */
     outq_free(&c->out);
     free(c->in);
     resp_req_free(&c->rq);
@@ -359,12 +361,14 @@ static void run_command(srv_client *c)
     }
     if (c->tenant)
         atomic_fetch_add_explicit(&c->tenant->commands, 1, memory_order_relaxed);
-    if ((cmd->flags & CF_OFFLOAD) && L.n_threads > 0 && !L.jstop && args_bytes(c) >= s->cfg.offload_bytes) {
+    if ((cmd->flags & CF_OFFLOAD) && L.n_threads > 0 && !L.jstop && !c->rq.ext_len &&
+        args_bytes(c) >= s->cfg.offload_bytes) {
         submit_job(c, cmd);
         return;
     }
     cmdctx x = {.s = s, .c = c, .t = c->tenant, .resp = c->resp, .out = &c->out,
-                .argc = c->rq.argc, .argv = c->rq.argv, .on_worker = 0};
+                .argc = c->rq.argc, .argv = c->rq.argv, .on_worker = 0,
+                .ig = c->rq.ext_len ? &c->ig : NULL};
     uint64_t t0 = L.cmd_end_ns ? L.cmd_end_ns : now_ns_mono();
     cmd->fn(&x);
     if (x.offload) { /* the command wants a worker (I/O on nvme/disk, a flush) */
@@ -408,6 +412,93 @@ static int in_reserve(srv_client *c)
         c->in_cap = want;
     }
     return 0;
+}
+
+/*
+ * Ingest: a SET whose value is large (INGEST_MIN and up) and still arriving has its data
+ * chain reserved in engine DRAM (kv_ingest_begin), and the rest of the value is read from
+ * the socket straight into those blocks, as Redis reads a big argument straight into its
+ * string: the bytes are copied once, by the kernel, not through the input buffer and then
+ * into the arena. The input buffer keeps the request without the value's bytes; the parser
+ * is told where they were (resp_req.ext_at/ext_len) and the SET commits the chain.
+ * Socket clients only, on the loop thread; anything unusual (inline value, quota, no DRAM,
+ * a value already in the buffer) takes the buffered path.
+ */
+#define INGEST_MIN (32u << 10)
+
+static void ingest_copy(kv_ingest *ig, const char *p, uint64_t n)
+{
+    while (n) {
+        uint64_t bi = ig->got / ig->block, bo = ig->got % ig->block;
+        uint64_t k = ig->block - bo < n ? ig->block - bo : n;
+        memcpy((char *)ig->ptrs[bi] + bo, p, k);
+        ig->got += k;
+        p += k;
+        n -= k;
+    }
+}
+
+/* The value is complete: zero the last block's tail, tell the parser where it was. */
+static void ingest_done(srv_client *c)
+{
+    kv_ingest *ig = &c->ig;
+    uint64_t tail = ig->len % ig->block;
+    if (tail)
+        memset((char *)ig->ptrs[ig->n - 1] + tail, 0, ig->block - tail);
+    c->rq.ext_at = ig->at;
+    c->rq.ext_len = ig->len;
+}
+
+static void ingest_start(srv_client *c)
+{
+    srv *s = &L.s;
+    resp_req *q = &c->rq;
+    if (c->o.fd < 0 || !c->tenant || c->busy || c->ig.txn || q->ext_len || q->part_len < INGEST_MIN ||
+        q->part_idx != 2 || q->part_argc < 3 || !arg_eq(&q->argv[0], "set") ||
+        q->part_len > s->cfg.max_value_bytes)
+        return;
+    size_t have = c->in_len - c->in_pos - q->part_at; /* value bytes already buffered */
+    if (have >= q->part_len || kv_ingest_begin(s, c->tenant, &q->argv[1], q->part_len, &c->ig))
+        return;
+    ingest_copy(&c->ig, c->in + c->in_pos + q->part_at, have);
+    c->ig.at = q->part_at;
+    c->in_len = c->in_pos + q->part_at; /* the buffer keeps the request up to the value */
+    q->need = 0;
+    atomic_fetch_add_explicit(&s->values_in_place, 1, memory_order_relaxed);
+}
+
+/* Read more of an ingest's value into its blocks. 1: read something; 0: nothing there
+ * (EAGAIN); -1: the client was closed (error) or sent EOF (c->eof). */
+static int ingest_read(srv_client *c)
+{
+    srv *s = &L.s;
+    kv_ingest *ig = &c->ig;
+    struct iovec iov[64];
+    int k = 0;
+    for (uint64_t off = ig->got; off < ig->len && k < 64; k++) {
+        uint64_t bi = off / ig->block, bo = off % ig->block;
+        uint64_t take = ig->block - bo < ig->len - off ? ig->block - bo : ig->len - off;
+        iov[k].iov_base = (char *)ig->ptrs[bi] + bo;
+        iov[k].iov_len = take;
+        off += take;
+    }
+    ssize_t r = readv(c->o.fd, iov, k);
+    if (r < 0) {
+        if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        client_close(c, strerror(errno));
+        return -1;
+    }
+    if (r == 0) {
+        c->eof = 1;
+        return -1;
+    }
+    ig->got += (uint64_t)r;
+    atomic_fetch_add_explicit(&s->net_in, (uint64_t)r, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->tenant->net_in, (uint64_t)r, memory_order_relaxed);
+    if (ig->got == ig->len)
+        ingest_done(c);
+    return 1;
 }
 
 /*
@@ -455,21 +546,25 @@ static int process_input(srv_client *c)
     srv *s = &L.s;
     int blocked = 0;
     L.cmd_end_ns = 0; /* a batch's first command starts its own clock */
-    if (!c->busy && !c->dead && !c->rq.need)
+    if (!c->busy && !c->dead && !c->rq.need && !c->ig.txn)
         lookahead(c);
     for (;;) {
         if (c->busy || c->dead || c->close_after || c->out.bytes >= s->cfg.output_buffer_limit) {
             blocked = c->in_len > c->in_pos;
             break;
         }
+        if (c->ig.txn && c->ig.got < c->ig.len)
+            break; /* the value is still arriving into its blocks */
         if (c->rq.need && c->in_len - c->in_pos < c->rq.need)
             break;
         size_t consumed = 0;
         const char *err = NULL;
         int r = resp_parse(&c->rq, c->in + c->in_pos, c->in_len - c->in_pos,
                            s->cfg.proto_max_bulk_len, &consumed, &err);
-        if (r == 0)
+        if (r == 0) {
+            ingest_start(c);
             break;
+        }
         if (r < 0) {
             atomic_fetch_add(&s->proto_errors, 1);
             rp_err(&c->out, "%s", err);
@@ -480,6 +575,10 @@ static int process_input(srv_client *c)
         }
         c->in_pos += consumed;
         run_command(c);
+        if (c->rq.ext_len) { /* the request whose value came in place is done */
+            c->rq.ext_len = 0;
+            kv_ingest_end(&c->ig); /* unused if the SET failed before storing */
+        }
     }
     if (!c->busy && c->eof && !c->close_after && !blocked) {
         c->close_after = 1; /* the peer shut its side: answer what it sent, then close */
@@ -599,7 +698,16 @@ static void client_read(srv_client *c)
     size_t got = 0;
     if (c->busy || c->eof)
         return; /* never move the buffer under a worker's argv */
-    while (got < READ_BUDGET) {
+    while (c->ig.txn && c->ig.got < c->ig.len && got < READ_BUDGET) {
+        uint64_t before = c->ig.got;
+        int r = ingest_read(c);
+        if (r < 0 && !c->eof)
+            return; /* closed */
+        got += (size_t)(c->ig.got - before);
+        if (r <= 0)
+            break;
+    }
+    while (got < READ_BUDGET && !c->eof && !(c->ig.txn && c->ig.got < c->ig.len)) {
         if (c->in_cap - c->in_len == 0 || (c->rq.need && c->in_cap - c->in_pos < c->rq.need)) {
             if (in_reserve(c)) {
                 rp_err(&c->out, "Protocol error: query buffer limit (%" PRIu64 " bytes) exceeded",

@@ -216,6 +216,18 @@ typedef struct resp_req {
     srv_arg *argv;
     int argc, argv_cap;
     size_t need;
+    /* After an incomplete parse that stopped inside a bulk string's bytes (part_len > 0):
+     * argv[0 .. part_idx) are the complete arguments before it (argc is 0), the bulk is
+     * argument part_idx of part_argc, part_len bytes starting part_at bytes into the
+     * request. Set by resp_parse. */
+    int part_idx, part_argc;
+    size_t part_at;
+    uint64_t part_len;
+    /* Set by the caller: the bulk whose bytes start ext_at bytes into the request was
+     * received elsewhere (server.c's ingest): the buffer holds only its CRLF; its argv
+     * entry gets p = NULL, n = ext_len. 0: none. */
+    size_t ext_at;
+    uint64_t ext_len;
 } resp_req;
 
 /* Parse one request from b[0..n). 1: argc/argv set, *consumed bytes (argc 0 for an empty
@@ -242,6 +254,26 @@ int srv_embed_feed(srv_client *c, const void *p, size_t n,
 void srv_embed_client_free(srv_client *c, void (*sink)(void *ctx, const void *p, size_t n),
                            void *ctx);
 
+/* A SET's value received from the socket straight into the DRAM blocks of its data chain
+ * (server.c reads it there; kv.c reserves and commits the chain): no copy through the
+ * input buffer. */
+typedef struct kv_ingest {
+    kvt_put_txn *txn; /* the reserved chain; NULL: none */
+    uint64_t version; /* the value's version (names the chain's keys) */
+    void **ptrs;      /* [n] block addresses */
+    size_t n;
+    uint64_t block;   /* bytes per block */
+    uint64_t len, got; /* value bytes, received so far */
+    size_t at;        /* offset of the value's bytes from the request's start */
+} kv_ingest;
+
+/* Reserve the data chain of a SET of key k with a len-byte value that will be received in
+ * place: 0, or <0 when the value cannot take this path (inline, quota, no room: the caller
+ * buffers it as usual). */
+int kv_ingest_begin(srv *s, srv_tenant *t, const srv_arg *k, uint64_t len, kv_ingest *ig);
+/* Give back what an ingest holds (an unfinished or unused reservation) and clear it. */
+void kv_ingest_end(kv_ingest *ig);
+
 /* The context a command runs in (loop or worker). */
 typedef struct cmdctx {
     srv *s;
@@ -253,6 +285,7 @@ typedef struct cmdctx {
     const srv_arg *argv;
     int on_worker;
     int offload; /* set by a command on the loop that emitted nothing: run me on a worker */
+    kv_ingest *ig; /* SET: its value (argv[2].p NULL) arrived in place; else NULL */
 } cmdctx;
 
 /* A command on the loop thread asks to be re-run on a worker (it must not have emitted
@@ -306,7 +339,8 @@ struct srv {
     _Atomic int64_t n_clients;
     _Atomic uint64_t next_client_id;
     _Atomic uint64_t conn_total, conn_rejected, net_in, net_out, cmds_total, proto_errors,
-        idle_closed, offloaded, cmd_errors, deferred_removals;
+        idle_closed, offloaded, cmd_errors, deferred_removals,
+        values_in_place; /* SET values read straight into their DRAM blocks (ingest) */
     srv_hist hist[HC_N];
     /* deferred removals of data chains that were pinned when they were replaced */
     pthread_mutex_t defer_mu;

@@ -406,6 +406,7 @@ int kvt_block_keys(const kvt_ns *ns, const uint32_t *tokens, size_t n_tokens, ui
 /* ---------------------------------------------------------------- match, read, release */
 
 typedef struct kvt_lease kvt_lease;
+typedef struct kvt_put_txn kvt_put_txn; /* a reservation of kvt_put_keys_begin */
 
 /**
  * Find the longest cached block-aligned prefix of a token sequence.
@@ -619,6 +620,38 @@ int kvt_put(kvt_ns *ns, const uint32_t *tokens, size_t n_tokens, const void *con
 /** kvt_put for a KVT_NS_KEYS namespace: n_keys blocks, blocks[i] for keys[i]. */
 int kvt_put_keys(kvt_ns *ns, const uint64_t *keys, size_t n_keys, const void *const *blocks,
                  size_t *stored);
+
+/**
+ * Store blocks without a copy: the caller writes their bytes straight into the engine's DRAM
+ * tier (a server receiving a large value from a socket reads it into place). Three steps:
+ *
+ *   kvt_put_keys_begin  reserves a DRAM block for each of keys[0..n_keys) (all of them new
+ *                       keys after the cached prefix, if any) and gives their addresses; the
+ *                       blocks are invisible to lookups and never evicted meanwhile;
+ *   (the caller writes all kvt_layout_block_bytes() bytes of every block: pad with zeros)
+ *   kvt_put_commit      makes them visible and queues them for the write-through, as
+ *                       kvt_put_keys would have; or
+ *   kvt_put_abort       gives the blocks back; nothing was stored.
+ *
+ * A reservation holds DRAM until it ends: commit or abort each one, from any thread, before
+ * kvt_engine_close(). Only when a block is one DRAM slot (the slot size is at least the block
+ * size) and not in simulation.
+ *
+ * @param[in]  ns      a KVT_NS_KEYS namespace.
+ * @param[in]  keys    the n_keys keys of a sequence (copied).
+ * @param[out] ptrs    n_keys writable addresses, block i at ptrs[i].
+ * @param[out] txn     the reservation; NULL on failure.
+ * @return 0; -EINVAL (NULL arguments, n_keys 0); KVT_EMODE (a token namespace); -ENOTSUP (a
+ *         block spans several slots, or simulation); -EEXIST (some key of the sequence is
+ *         cached: nothing reserved); -EBUSY (another put is storing this sequence);
+ *         -ENOSPC (DRAM, or the tenant's quota, cannot hold them all now); -ENOMEM.
+ */
+int kvt_put_keys_begin(kvt_ns *ns, const uint64_t *keys, size_t n_keys, void **ptrs,
+                       kvt_put_txn **txn);
+/** Publish a reservation's blocks (see kvt_put_keys_begin); frees txn. @return 0; -EINVAL. */
+int kvt_put_commit(kvt_put_txn *txn);
+/** Give a reservation's blocks back (see kvt_put_keys_begin); frees txn. NULL is a no-op. */
+void kvt_put_abort(kvt_put_txn *txn);
 
 /* ---------------------------------------------------------------- remove */
 
