@@ -206,6 +206,14 @@ KVT_EXPORT int kvt_options_set_io_force_pool(kvt_options *o, int on)
     return 0;
 }
 
+KVT_EXPORT int kvt_options_set_background_nice(kvt_options *o, int nice)
+{
+    if (!o || nice < 0 || nice > 19)
+        return -EINVAL;
+    o->wt_nice = nice;
+    return 0;
+}
+
 KVT_EXPORT int kvt_options_set_persist_delay_ms(kvt_options *o, uint32_t ms)
 {
     if (!o)

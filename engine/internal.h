@@ -84,6 +84,7 @@ struct kvt_options {
     int simulate;
     uint32_t backpressure_ms;
     uint32_t persist_delay_ms; /* kvt_options_set_persist_delay_ms */
+    int wt_nice;               /* kvt_options_set_background_nice */
     uint32_t wt_batch;
     /* the HBM tier (engine/hbm.c) */
     uint64_t hbm_bytes;

@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -1242,6 +1244,8 @@ static void *flusher_main(void *arg)
     wt_job jobs[WT_BATCH];
     wt_bufs wb;
     memset(&wb, 0, sizeof wb);
+    if (e->opts->wt_nice > 0) /* background work yields the CPU to the threads serving */
+        (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), e->opts->wt_nice);
     pthread_mutex_lock(&e->lock);
     for (;;) {
         /* a round's catalog batch carries the quarantine's deletes; without a round they

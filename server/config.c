@@ -68,6 +68,8 @@ int cfg_defaults(srv_config *c)
     /* a value is written to nvme once it has lived a second (an overwrite sooner costs no
      * I/O); SAVE, KVT.FLUSH and SIGTERM write everything at once */
     c->persist_delay_ms = 1000;
+    /* the write-through yields the CPU to the loop and the workers on a busy machine */
+    c->background_nice = 10;
     c->access_log_hash_ids = 1;
     c->shutdown_timeout_s = 10;
     c->loglevel = 1;
@@ -302,6 +304,9 @@ int cfg_set(srv_config *c, const char *key, const char *v, char *err, size_t err
             goto bad;
     } else if (!strcmp(k, "persist_delay_ms")) {
         if (parse_int(v, 0, 3600000, &c->persist_delay_ms))
+            goto bad;
+    } else if (!strcmp(k, "background_nice")) {
+        if (parse_int(v, 0, 19, &c->background_nice))
             goto bad;
     } else if (!strcmp(k, "access_log")) {
         snprintf(c->access_log, sizeof(c->access_log), "%s", v);

@@ -1228,6 +1228,8 @@ static int open_engine(srv *s)
             rc = kvt_options_set_backpressure_ms(o, (uint32_t)cf->backpressure_ms);
         if (!rc)
             rc = kvt_options_set_persist_delay_ms(o, (uint32_t)cf->persist_delay_ms);
+        if (!rc)
+            rc = kvt_options_set_background_nice(o, cf->background_nice);
     }
     if (!rc)
         rc = kvt_engine_open(o, &s->eng);

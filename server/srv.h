@@ -123,6 +123,7 @@ typedef struct srv_config {
     unsigned io_depth;
     int backpressure_ms;      /* -1 = the engine's default */
     int persist_delay_ms;     /* write-back window (kvt_options_set_persist_delay_ms) */
+    int background_nice;      /* the write-through's niceness (kvt_options_set_background_nice) */
     char access_log[SRV_PATH_MAX];
     int access_log_hash_ids;
     int shutdown_timeout_s;

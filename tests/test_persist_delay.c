@@ -5,7 +5,8 @@
  *   writes); a block replaced or removed within the window never costs a write; kvt_flush
  *   writes everything at once, long before the window ends; closing the engine writes what
  *   is queued, so a warm restart finds it; with DRAM nearly full the window is ignored and
- *   puts go on without waiting for it.
+ *   puts go on without waiting for it. The write-through runs at niceness 10 (as in
+ *   kvtier serve) throughout; kvt_options_set_background_nice checks its range.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -41,6 +42,7 @@ static kvt_engine *open_engine(uint32_t delay_ms, uint64_t dram_blocks)
                      .disk_bytes = 64ull << 20};
     kvt_options *o = tu_tier_options(dir, &c);
     TU_CHECK_EQ(kvt_options_set_persist_delay_ms(o, delay_ms), 0);
+    TU_CHECK_EQ(kvt_options_set_background_nice(o, 10), 0); /* as kvtier serve runs it */
     return tu_open_engine(o, dir);
 }
 
@@ -67,6 +69,13 @@ int main(void)
     static unsigned char d[BB], got[BB];
     tu_fill(&rng, d, BB);
     TU_CHECK_EQ(kvt_options_set_persist_delay_ms(NULL, 5), -EINVAL);
+    kvt_options *bo = NULL;
+    TU_CHECK_EQ(kvt_options_create(&bo), 0);
+    TU_CHECK_EQ(kvt_options_set_background_nice(NULL, 5), -EINVAL);
+    TU_CHECK_EQ(kvt_options_set_background_nice(bo, -1), -EINVAL);
+    TU_CHECK_EQ(kvt_options_set_background_nice(bo, 20), -EINVAL);
+    TU_CHECK_EQ(kvt_options_set_background_nice(bo, 19), 0);
+    kvt_options_destroy(bo);
 
     /* 1. the window: not written at 100 ms, written by 600 + 1/8 ms (window 400 ms) */
     kvt_engine *e = open_engine(400, 1024);

@@ -273,6 +273,15 @@ int kvt_options_set_backpressure_ms(kvt_options *opts, uint32_t ms);
 int kvt_options_set_persist_delay_ms(kvt_options *opts, uint32_t ms);
 
 /**
+ * Scheduling niceness (0..19, Linux setpriority of the thread) of the write-through thread
+ * (default 0: that of the thread that opened the engine). A positive value lets threads
+ * serving requests take the CPU first when the machine is busy; the write-through catches
+ * up when they wait, and a put that waits for DRAM (backpressure) leaves it the CPU.
+ * @return 0; -EINVAL (out of range).
+ */
+int kvt_options_set_background_nice(kvt_options *opts, int nice);
+
+/**
  * Data-free simulation (for trace replay, `kvtier analyze`): the engine keeps capacities,
  * the index, LRU order and demotion decisions as a real one would, but stores no bytes,
  * does no I/O and persists nothing (any data directory is ignored). kvt_put() then accepts
