@@ -35,6 +35,7 @@ static const char FORMAT_KEY[] = "Mformat";
 struct catalog {
     rocksdb_t *db;
     rocksdb_options_t *opts;
+    rocksdb_env_t *env; /* the default environment, its pools at low CPU priority */
     rocksdb_writeoptions_t *wo;      /* WAL, no sync */
     rocksdb_writeoptions_t *wo_sync; /* WAL + fsync */
     rocksdb_readoptions_t *ro;
@@ -342,6 +343,8 @@ static void cat_free(catalog *cat)
         rocksdb_close(cat->db);
     if (cat->opts)
         rocksdb_options_destroy(cat->opts);
+    if (cat->env)
+        rocksdb_env_destroy(cat->env); /* the handle: the default environment lives on */
     if (cat->wo)
         rocksdb_writeoptions_destroy(cat->wo);
     if (cat->wo_sync)
@@ -405,6 +408,13 @@ int catalog_open(const char *dir, const catalog_opts *opts, catalog **out)
     int st;
     char *err = NULL;
     cat->opts = rocksdb_options_create();
+    /* Memtable flushes and compactions are background work: on a busy machine the threads
+     * serving requests get the CPU first (the engine's write-through is niced the same way
+     * with kvt_options_set_background_nice); RocksDB slows its writers if they fall behind. */
+    cat->env = rocksdb_create_default_env();
+    rocksdb_env_lower_thread_pool_cpu_priority(cat->env);
+    rocksdb_env_lower_high_priority_thread_pool_cpu_priority(cat->env);
+    rocksdb_options_set_env(cat->opts, cat->env);
     rocksdb_options_set_create_if_missing(cat->opts, !(opts && opts->no_create));
     /* Point-in-time recovery: a WAL torn by a crash is replayed up to its last whole batch;
      * what was acknowledged as durable precedes the tear. Absolute consistency would refuse
