@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """test_big — 64 MiB values round-trip while other clients keep getting fast answers:
-the big SET runs on a worker thread and the big GET is streamed from a pinned lease
+the big SET's value is read into its DRAM blocks at most 8 MiB per wake-up (or, when it
+cannot be, runs on a worker thread) and the big GET is streamed from a pinned lease
 window by window, so neither stalls the event loop.
 usage: test_big.py path/to/kvtier-serve"""
 import hashlib
