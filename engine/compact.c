@@ -248,9 +248,10 @@ int compact_maybe(kvt_engine *e)
     return 1; /* the caller looks for work again: any wakeup meanwhile is not lost */
 }
 
-/* Tests: compact now (min_garbage as disk_compact), keeping the flusher out of a batch. */
+/* Tests: compact now (min_garbage as disk_compact), keeping the flusher out of a batch.
+ * Hidden in the shared library, like kvt__engine_set_fault. */
 int kvt__engine_compact(kvt_engine *e, double min_garbage, uint64_t *moved, uint32_t *freed);
-KVT_EXPORT int kvt__engine_compact(kvt_engine *e, double min_garbage, uint64_t *moved,
+int kvt__engine_compact(kvt_engine *e, double min_garbage, uint64_t *moved,
                                    uint32_t *freed)
 {
     pthread_mutex_lock(&e->lock);

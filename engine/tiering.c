@@ -585,9 +585,10 @@ static void rd_ctx_put(kvt_engine *e, io_ctx *c)
 }
 
 /* Tests: install a fault hook on every io context of the engine (nvme I/O) and on the disk
- * tier. Declared in tests that use it; not part of the public API. */
+ * tier. Declared in tests that use it; not part of the public API: hidden in the shared
+ * library, linked by the tests from the static one. */
 void kvt__engine_set_fault(kvt_engine *e, io_fault_fn fn, void *arg);
-KVT_EXPORT void kvt__engine_set_fault(kvt_engine *e, io_fault_fn fn, void *arg)
+void kvt__engine_set_fault(kvt_engine *e, io_fault_fn fn, void *arg)
 {
     io_pool *p = &e->rd_pool;
     pthread_mutex_lock(&p->lock);
@@ -1789,9 +1790,10 @@ int tiers_close(kvt_engine *e)
 
 /* ---------------------------------------------------------------- checks (tests) */
 
-/* Recount every tenant's tier lists against the blocks: 0, or -1 with *why. Tests only. */
+/* Recount every tenant's tier lists and the write-through queue against the blocks: 0, or
+ * -1 with *why. Tests only (hidden in the shared library, like kvt__engine_set_fault). */
 int kvt__engine_check(kvt_engine *e, const char **why);
-KVT_EXPORT int kvt__engine_check(kvt_engine *e, const char **why)
+int kvt__engine_check(kvt_engine *e, const char **why)
 {
     int rc = 0;
     pthread_mutex_lock(&e->lock);

@@ -55,6 +55,15 @@ for f in bin/kvtier "$libdir/libkvtier.so" "$libdir/libkvtier.a" include/kvtier/
     [[ -e $prefix/$f ]] || fail "cmake --install did not install $f"
 done
 ls "$prefix/$libdir"/libkvtier.so.* >/dev/null 2>&1 || fail "no versioned libkvtier.so.N (SONAME)"
+# The shared library exports the public API only: kvt_* (kvt__* are the tests' hooks, which
+# link the static library), nothing of the internal modules.
+if command -v nm >/dev/null; then
+    syms=$(nm -D --defined-only "$prefix/$libdir/libkvtier.so" | awk '$2 ~ /^[TDBRW]$/ {print $3}')
+    bad=$(grep -v '^kvt_' <<<"$syms" | grep -v '^_' || true)
+    hooks=$(grep '^kvt__' <<<"$syms" || true)
+    [[ -z $bad && -z $hooks ]] || fail "libkvtier.so exports more than kvt_*: ${bad} ${hooks}"
+    grep -q '^kvt_replace_key$' <<<"$syms" || fail "libkvtier.so does not export kvt_replace_key"
+fi
 echo "installed: $(cd "$prefix" && find . -type f -not -path './work/*' | sort | tr '\n' ' ')"
 
 # kvtier.pc must be relocatable (prefix=${pcfiledir}/...): a package unpacked anywhere works.
