@@ -269,6 +269,8 @@ static void client_close(srv_client *c, const char *why)
     close(c->o.fd);
     c->o.fd = -1;
     c->dead = 1;
+    if (!c->busy)
+        kv_ingest_end(&c->ig); /* a value cut off: its DRAM goes back now, not at free */
     if (c->prev)
         c->prev->next = c->next;
     else
