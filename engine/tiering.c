@@ -1127,19 +1127,27 @@ static void wt_run(kvt_engine *e, wt_job *jobs, unsigned n, wt_bufs *wb)
     }
     pthread_mutex_unlock(&e->lock);
 
-    /* bytes: DRAM (pinned) -> staging, checksum, write, sync */
+    /* bytes: checksum, write, sync; straight from the DRAM slot (pinned: its bytes cannot
+     * change) when it is one aligned slot of whole 4 KiB pages, else through staging */
     io_req reqs[WT_BATCH];
+    void *from[WT_BATCH];
     unsigned nr = 0;
+    uint64_t sb = dram_slot_bytes(e->dram);
     for (unsigned i = 0; i < n; i++) {
         wt_job *j = &jobs[i];
+        from[i] = wb->buf[i];
         if (j->err)
             continue;
         uint64_t bb = j->ns->block_bytes, len = round_up4k(bb);
-        dram_read(e->dram, j->dram_slot, wb->buf[i], bb);
-        memset((char *)wb->buf[i] + bb, 0, len - bb);
-        j->sum = XXH3_64bits(wb->buf[i], bb);
+        if (len == bb && dram_slots_for(e->dram, bb) == 1 && sb % IO_ALIGN == 0) {
+            from[i] = (char *)dram_base(e->dram) + (uint64_t)j->dram_slot * sb;
+        } else {
+            dram_read(e->dram, j->dram_slot, wb->buf[i], bb);
+            memset((char *)wb->buf[i] + bb, 0, len - bb);
+        }
+        j->sum = XXH3_64bits(from[i], bb);
         if (j->tier == RADIX_TIER_NVME)
-            nvme_req(e->nvme, j->nvme_slot, IO_OP_WRITE, wb->buf[i], (uint32_t)len, i, &reqs[nr++]);
+            nvme_req(e->nvme, j->nvme_slot, IO_OP_WRITE, from[i], (uint32_t)len, i, &reqs[nr++]);
     }
     if (nr) {
         io_rw_batch(e->wt_io, reqs, nr);
@@ -1154,7 +1162,7 @@ static void wt_run(kvt_engine *e, wt_job *jobs, unsigned n, wt_bufs *wb)
                 if (jobs[i].tier == RADIX_TIER_NVME && !jobs[i].err)
                     jobs[i].err = src;
     }
-    disk_write_jobs(e, jobs, wb->buf, n);
+    disk_write_jobs(e, jobs, from, n);
 
     /* records only for durable bytes, in one batch with the quarantine's deletes (first:
      * a reused key's new record survives its old copy's delete) */
