@@ -58,6 +58,7 @@ int cfg_defaults(srv_config *c)
     c->query_buffer_limit = 1ull << 30;
     c->output_buffer_limit = 1ull << 30;
     c->offload_bytes = 256u << 10;
+    c->ingest_min_bytes = 32u << 10;
     /* persistent by default: `kvtier serve` with no configuration keeps its tiers (the
      * catalog and the disk tier; nvme when nvme_bytes is set) under ./data */
     snprintf(c->data_dir, sizeof(c->data_dir), "./data");
@@ -260,6 +261,10 @@ int cfg_set(srv_config *c, const char *key, const char *v, char *err, size_t err
         if (kvt_parse_size(v, &sz))
             goto bad;
         c->offload_bytes = sz;
+    } else if (!strcmp(k, "ingest_min_bytes")) {
+        if (kvt_parse_size(v, &sz) || sz == 0)
+            goto bad;
+        c->ingest_min_bytes = sz;
     } else if (!strcmp(k, "data_dir")) {
         if (!strcasecmp(v, "none") || !strcasecmp(v, "off") || !v[0])
             c->data_dir[0] = 0;

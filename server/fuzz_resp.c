@@ -42,6 +42,7 @@ static void write_config(void)
           "kv_block_bytes = 512\n"
           "hugepages = off\n"
           "max_value_bytes = 64K\n"
+          "ingest_min_bytes = 600\n" /* values received in place: the ingest path too */
           "proto_max_bulk_len = 256K\n"
           "query_buffer_limit = 512K\n"
           "output_buffer_limit = 1M\n"

@@ -417,16 +417,16 @@ static int in_reserve(srv_client *c)
 }
 
 /*
- * Ingest: a SET whose value is large (INGEST_MIN and up) and still arriving has its data
+ * Ingest: a SET whose value is large (ingest_min_bytes, 32 KiB, and up) and still arriving has its data
  * chain reserved in engine DRAM (kv_ingest_begin), and the rest of the value is read from
  * the socket straight into those blocks, as Redis reads a big argument straight into its
  * string: the bytes are copied once, by the kernel, not through the input buffer and then
  * into the arena. The input buffer keeps the request without the value's bytes; the parser
  * is told where they were (resp_req.ext_at/ext_len) and the SET commits the chain.
- * Socket clients only, on the loop thread; anything unusual (inline value, quota, no DRAM,
- * a value already in the buffer) takes the buffered path.
+ * On the loop thread (socket clients: readv into the blocks; the in-process driver of the
+ * fuzzer: copies); anything unusual (inline value, quota, no DRAM, a value already in the
+ * buffer) takes the buffered path.
  */
-#define INGEST_MIN (32u << 10)
 
 static void ingest_copy(kv_ingest *ig, const char *p, uint64_t n)
 {
@@ -455,7 +455,7 @@ static void ingest_start(srv_client *c)
 {
     srv *s = &L.s;
     resp_req *q = &c->rq;
-    if (c->o.fd < 0 || !c->tenant || c->busy || c->ig.txn || q->ext_len || q->part_len < INGEST_MIN ||
+    if (!c->tenant || c->busy || c->ig.txn || q->ext_len || q->part_len < s->cfg.ingest_min_bytes ||
         q->part_idx != 2 || q->part_argc < 3 || !arg_eq(&q->argv[0], "set") ||
         q->part_len > s->cfg.max_value_bytes)
         return;
@@ -1588,6 +1588,14 @@ int srv_embed_feed(srv_client *c, const void *p, size_t n,
     srv *s = &L.s;
     size_t off = 0;
     while (off < n && !c->close_after) {
+        if (c->ig.txn && c->ig.got < c->ig.len) { /* a value arriving in place (ingest) */
+            uint64_t k = c->ig.len - c->ig.got < n - off ? c->ig.len - c->ig.got : n - off;
+            ingest_copy(&c->ig, (const char *)p + off, k);
+            off += k;
+            if (c->ig.got == c->ig.len)
+                ingest_done(c);
+            continue;
+        }
         if (c->in_cap - c->in_len == 0 || (c->rq.need && c->in_cap - c->in_pos < c->rq.need)) {
             if (in_reserve(c)) { /* as client_read */
                 rp_err(&c->out, "Protocol error: query buffer limit (%" PRIu64 " bytes) exceeded",

@@ -113,6 +113,7 @@ typedef struct srv_config {
     uint64_t query_buffer_limit;
     uint64_t output_buffer_limit;
     uint64_t offload_bytes;
+    uint64_t ingest_min_bytes; /* SET values this large and up are received in place */
     /* persistent tiers: data_dir "" = DRAM only (the value "none" in the configuration) */
     char data_dir[SRV_PATH_MAX];
     char nvme_path[SRV_PATH_MAX], disk_path[SRV_PATH_MAX]; /* "" = DATA_DIR/nvme, /disk */

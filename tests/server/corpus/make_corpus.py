@@ -31,6 +31,10 @@ seeds = {
     + cmd("SET", "n", "1", "NX") + cmd("SET", "k", "z", "KEEPTTL") + cmd("SET", "k", "v", "EXAT", 4102444800)
     + cmd("SET", "k", "v", "PXAT", 4102444800000) + cmd("SET", "k", "v", "GET") + cmd("TTL", "k"),
     "set_chain": cmd("SET", "big", b"x" * 1500) + cmd("GET", "big") + cmd("SET", "big", b"y" * 700) + cmd("GET", "big"),
+    "ingest": cmd("SET", "g", b"i" * 2000) + cmd("GET", "g") + cmd("SET", "g", b"j" * 3000, "NX")
+    + cmd("SET", "g", b"k" * 1000, "BOGUS") + cmd("SET", "g", b"l" * 800, "EX", "x") + cmd("GET", "g"),
+    "ingest_badcrlf": b"*3\r\n$3\r\nSET\r\n$1\r\nh\r\n$900\r\n" + b"z" * 900 + b"XX",
+    "ingest_cut": b"*3\r\n$3\r\nSET\r\n$1\r\nh\r\n$5000\r\n" + b"z" * 1000,
     "set_boundary": cmd("SET", "b", b"q" * 460) + cmd("SET", "c", b"q" * 512) + cmd("MGET", "b", "c", "nope"),
     "mset_mget": cmd("MSET", "a", "1", "b", "2", "c", b"3" * 900) + cmd("MGET", "a", "b", "c", "d"),
     "exists_del": cmd("SET", "a", "1") + cmd("EXISTS", "a", "b", "a") + cmd("DEL", "a", "b") + cmd("UNLINK", "a"),
