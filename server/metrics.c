@@ -447,6 +447,11 @@ char *info_text(srv *s, srv_tenant *t, const char *sec, size_t *len)
                 (unsigned long long)s->cfg.kv_block_bytes, (unsigned long long)s->cfg.max_value_bytes,
                 t ? t->n_ns : 0, (unsigned long long)(t ? t->quota_dram : 0),
                 (unsigned long long)(t ? t->quota_nvme : 0), (unsigned long long)(t ? t->quota_disk : 0));
+        /* the write-back window in effect (0 without persistent tiers: nothing is written)
+         * and the size from which SET values are received in place */
+        fprintf(f, "persist_delay_ms:%d\r\ningest_min_bytes:%llu\r\n",
+                s->cfg.data_dir[0] ? s->cfg.persist_delay_ms : 0,
+                (unsigned long long)s->cfg.ingest_min_bytes);
         /* the bandwidths the cost model plans loads with (configured <tier>_read_bandwidth /
          * <tier>_write_bandwidth, else the defaults), bytes/s */
         kvt_tier_info ti[8];

@@ -36,6 +36,9 @@ def setcmd(key, val, *opts):
 
 try:
     r = redis.Redis(port=srv.port)
+    kv = r.info("kvtier")
+    check(kv["persist_delay_ms"] == 1000 and kv["ingest_min_bytes"] == 32768,
+          "INFO kvtier shows the write-back window (1000 ms) and ingest_min_bytes (32768)")
     n0 = info(r, "values_received_in_place")
     sizes = [32 << 10, (32 << 10) + 1, 100000, 131072, 131073, 1 << 20, 3_000_007]
     vals = {s: os.urandom(s) for s in sizes}
