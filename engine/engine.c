@@ -712,6 +712,38 @@ static void path_cut_bad(radix_path *p)
     }
 }
 
+/*
+ * The path of units[0 .. nb) that a lookup may use: matched (split where it ends when split:
+ * a reader's recency and pins stay exact per node; a failed split, -ENOMEM, still leaves a
+ * correct, unsplit match, which only makes a pin stricter), cut before a block that failed
+ * verification and, past its TTL, before an expired one (dropped lazily when drop). Lock
+ * held.
+ */
+static int match_path_locked(kvt_ns *ns, const uint32_t *units, size_t nb, int split, int drop,
+                             radix_path *path)
+{
+    kvt_engine *e = ns->eng;
+    int rc = radix_match(ns->tree, units, nb, split ? RADIX_SPLIT : 0, path);
+    if (rc == -ENOMEM && path->n && path->last_blocks != path->nodes[path->n - 1]->n_blocks)
+        rc = 0;
+    if (rc)
+        return rc;
+    if (e->tiered)
+        path_cut_bad(path);
+    if (e->has_ttl)
+        policy_cut_expired(ns, path, drop); /* a miss */
+    return 0;
+}
+
+/* A lookup of nb blocks that matched got, in kvt_stats. Lock held. */
+static void count_lookup(kvt_ns *ns, size_t nb, size_t got)
+{
+    kvt_engine *e = ns->eng;
+    e->lookups++;
+    e->lookup_tokens += nb * ns->bt;
+    e->hit_tokens += got * ns->bt;
+}
+
 int match_units_lease(kvt_ns *ns, const uint32_t *units, size_t nb, size_t *matched,
                       kvt_lease **lease_out, int internal)
 {
@@ -722,18 +754,10 @@ int match_units_lease(kvt_ns *ns, const uint32_t *units, size_t nb, size_t *matc
     if (lease_out)
         *lease_out = NULL;
     pthread_mutex_lock(&e->lock);
-    /* A lease splits the deepest node where the match ends so pins and recency stay exact
-     * per node; a bare measurement changes nothing. A failed split (-ENOMEM) still leaves a
-     * correct, unsplit match: the lease then pins that whole node, which is only stricter. */
-    rc = radix_match(ns->tree, units, nb, lease_out ? RADIX_SPLIT : 0, &path);
-    if (rc == -ENOMEM && path.n && path.last_blocks != path.nodes[path.n - 1]->n_blocks)
-        rc = 0;
+    /* a lease splits and drops expired blocks; a bare measurement changes nothing */
+    rc = match_path_locked(ns, units, nb, lease_out != NULL, lease_out != NULL, &path);
     if (rc)
         goto out;
-    if (e->tiered)
-        path_cut_bad(&path);
-    if (e->has_ttl)
-        policy_cut_expired(ns, &path, lease_out != NULL); /* a miss, dropped lazily */
     size_t got = path.blocks;
     if (lease_out && got) {
         kvt_lease *l = util_malloc(sizeof *l + got * sizeof(radix_block));
@@ -761,11 +785,8 @@ int match_units_lease(kvt_ns *ns, const uint32_t *units, size_t nb, size_t *matc
         }
         *lease_out = l;
     }
-    if (lease_out && !internal) {
-        e->lookups++;
-        e->lookup_tokens += nb * ns->bt;
-        e->hit_tokens += got * ns->bt;
-    }
+    if (lease_out && !internal)
+        count_lookup(ns, nb, got);
     if (matched)
         *matched = got;
 out:
@@ -957,14 +978,8 @@ KVT_EXPORT int kvt_read_key(kvt_ns *ns, uint64_t key, size_t offset, void *dst, 
         radix_path_init(&path);
         int rc, done = 0;
         pthread_mutex_lock(&e->lock);
-        rc = radix_match(ns->tree, units, 1, RADIX_SPLIT, &path);
-        if (rc == -ENOMEM && path.n && path.last_blocks != path.nodes[path.n - 1]->n_blocks)
-            rc = 0; /* unsplit but correct, as in match_units_lease */
+        rc = match_path_locked(ns, units, 1, 1, 1, &path); /* as a lease's match */
         if (rc == 0) {
-            if (e->tiered)
-                path_cut_bad(&path);
-            if (e->has_ttl)
-                policy_cut_expired(ns, &path, 1);
             if (path.blocks == 0) {
                 rc = -ENOENT;
                 done = 1;
@@ -973,14 +988,11 @@ KVT_EXPORT int kvt_read_key(kvt_ns *ns, uint64_t key, size_t offset, void *dst, 
                 if (slot != RADIX_NO_SLOT) {
                     dram_read_at(e->dram, slot, offset, dst, len);
                     touch_path(ns, &path, true);
-                    e->hit_tokens += ns->bt;
                     done = 1;
                 }
             }
-            if (done) { /* counted like a kvt_match_keys with a lease */
-                e->lookups++;
-                e->lookup_tokens += ns->bt;
-            }
+            if (done) /* counted like a kvt_match_keys with a lease */
+                count_lookup(ns, 1, path.blocks);
         }
         pthread_mutex_unlock(&e->lock);
         radix_path_free(&path);

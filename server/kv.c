@@ -343,7 +343,7 @@ out:
 /* Store the meta block of key k in place of whatever key M's block holds now (the caller
  * holds the stripe): header, key and inline value, the rest of the block zeros, in one
  * engine call (kvt_replace_key). */
-static int put_meta(srv *s, srv_tenant *t, uint64_t m, const srv_arg *k, const kv_meta *meta,
+static int put_meta(srv_tenant *t, uint64_t m, const srv_arg *k, const kv_meta *meta,
                     const void *inline_val, char *buf)
 {
     size_t used = sizeof(*meta) + k->n;
@@ -353,7 +353,6 @@ static int put_meta(srv *s, srv_tenant *t, uint64_t m, const srv_arg *k, const k
         memcpy(buf + used, inline_val, meta->value_len);
         used += meta->value_len;
     }
-    (void)s;
     key_op o = {.ns = KVNS(t, m), .keys = &m, .n = 1, .block = buf, .len = used};
     return retry_busy(op_replace, &o);
 }
@@ -460,7 +459,7 @@ static int kv_store(srv *s, srv_tenant *t, const srv_arg *k, const srv_arg *v, u
     }
     if (live && (flags & SET_KEEPTTL))
         meta.expire_ms = old.expire_ms;
-    rc = put_meta(s, t, m, k, &meta, v->p, buf); /* replaces the old meta block */
+    rc = put_meta(t, m, k, &meta, v->p, buf); /* replaces the old meta block */
     if (rc == -EBUSY) { /* still pinned after the retries: nothing changed */
         pthread_mutex_unlock(mu);
         if (n)
@@ -885,7 +884,7 @@ static int kv_set_expire(cmdctx *x, const srv_arg *k, uint64_t at_ms, unsigned c
         }
     } else {
         meta.expire_ms = at_ms;
-        ret = put_meta(s, t, m, k, &meta, val, buf); /* replaces the meta block */
+        ret = put_meta(t, m, k, &meta, val, buf); /* replaces the meta block */
         if (ret && ret != -EBUSY) { /* the value is lost with its meta block */
             if (!(meta.flags & KV_INLINE))
                 remove_chain(s, t, m, data_root(&meta, m));

@@ -428,12 +428,23 @@ static int in_reserve(srv_client *c)
  * buffer) takes the buffered path.
  */
 
+/* Where byte off of ig's value goes: its address, and in *len how many bytes from there lie
+ * in the same block (up to the value's end). */
+static char *ingest_span(const kv_ingest *ig, uint64_t off, uint64_t *len)
+{
+    uint64_t bo = off % ig->block;
+    *len = ig->block - bo < ig->len - off ? ig->block - bo : ig->len - off;
+    return (char *)ig->ptrs[off / ig->block] + bo;
+}
+
 static void ingest_copy(kv_ingest *ig, const char *p, uint64_t n)
 {
     while (n) {
-        uint64_t bi = ig->got / ig->block, bo = ig->got % ig->block;
-        uint64_t k = ig->block - bo < n ? ig->block - bo : n;
-        memcpy((char *)ig->ptrs[bi] + bo, p, k);
+        uint64_t k;
+        char *d = ingest_span(ig, ig->got, &k);
+        if (k > n)
+            k = n;
+        memcpy(d, p, k);
         ig->got += k;
         p += k;
         n -= k;
@@ -449,6 +460,28 @@ static void ingest_done(srv_client *c)
         memset((char *)ig->ptrs[ig->n - 1] + tail, 0, ig->block - tail);
     c->rq.ext_at = ig->at;
     c->rq.ext_len = ig->len;
+}
+
+/* A read(2) or readv(2) of c's socket returned r. The bytes are counted (net_in) and r
+ * returned; 0: nothing there now (EAGAIN, EINTR: the level-triggered loop comes back);
+ * -1: the peer ended its side (c->eof) or the socket failed (c is closed). */
+static ssize_t sock_got(srv_client *c, ssize_t r)
+{
+    srv *s = &L.s;
+    if (r < 0) {
+        if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        client_close(c, strerror(errno));
+        return -1;
+    }
+    if (r == 0) {
+        c->eof = 1;
+        return -1;
+    }
+    atomic_fetch_add_explicit(&s->net_in, (uint64_t)r, memory_order_relaxed);
+    if (c->tenant)
+        atomic_fetch_add_explicit(&c->tenant->net_in, (uint64_t)r, memory_order_relaxed);
+    return r;
 }
 
 static void ingest_start(srv_client *c)
@@ -473,31 +506,17 @@ static void ingest_start(srv_client *c)
  * (EAGAIN); -1: the client was closed (error) or sent EOF (c->eof). */
 static int ingest_read(srv_client *c)
 {
-    srv *s = &L.s;
     kv_ingest *ig = &c->ig;
     struct iovec iov[64];
     int k = 0;
-    for (uint64_t off = ig->got; off < ig->len && k < 64; k++) {
-        uint64_t bi = off / ig->block, bo = off % ig->block;
-        uint64_t take = ig->block - bo < ig->len - off ? ig->block - bo : ig->len - off;
-        iov[k].iov_base = (char *)ig->ptrs[bi] + bo;
-        iov[k].iov_len = take;
-        off += take;
+    for (uint64_t off = ig->got, len; off < ig->len && k < 64; k++, off += len) {
+        iov[k].iov_base = ingest_span(ig, off, &len);
+        iov[k].iov_len = len;
     }
-    ssize_t r = readv(c->o.fd, iov, k);
-    if (r < 0) {
-        if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
-            return 0;
-        client_close(c, strerror(errno));
-        return -1;
-    }
-    if (r == 0) {
-        c->eof = 1;
-        return -1;
-    }
+    ssize_t r = sock_got(c, readv(c->o.fd, iov, k));
+    if (r <= 0)
+        return (int)r;
     ig->got += (uint64_t)r;
-    atomic_fetch_add_explicit(&s->net_in, (uint64_t)r, memory_order_relaxed);
-    atomic_fetch_add_explicit(&c->tenant->net_in, (uint64_t)r, memory_order_relaxed);
     if (ig->got == ig->len)
         ingest_done(c);
     return 1;
@@ -720,24 +739,13 @@ static void client_read(srv_client *c)
                 break;
             }
         }
-        ssize_t r = read(c->o.fd, c->in + c->in_len, c->in_cap - c->in_len);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;
-            client_close(c, strerror(errno));
-            return;
-        }
-        if (r == 0) {
-            c->eof = 1;
+        ssize_t r = sock_got(c, read(c->o.fd, c->in + c->in_len, c->in_cap - c->in_len));
+        if (r < 0 && !c->eof)
+            return; /* closed */
+        if (r <= 0)
             break;
-        }
         c->in_len += (size_t)r;
         got += (size_t)r;
-        atomic_fetch_add_explicit(&s->net_in, (uint64_t)r, memory_order_relaxed);
-        if (c->tenant)
-            atomic_fetch_add_explicit(&c->tenant->net_in, (uint64_t)r, memory_order_relaxed);
         if (c->rq.need && c->in_len - c->in_pos < c->rq.need)
             continue; /* keep filling the big bulk string */
         break;
