@@ -75,38 +75,12 @@ struct stat2 {
     double med_us, p99_us;
 };
 
-/* Time f() reps times with events, after 3 warm-ups. */
-template <typename F> static stat2 time_us(F f, int reps, cudaStream_t st)
+/* Time per call of f(), n calls issued back to back between two events, reps times, after
+ * 3 warm-ups: the median and the 99th percentile (us). With n = 1 the events surround ONE
+ * call and include the host's launch cost; with n > 1 the launches overlap the previous
+ * calls, as in a decode step that launches one layer after another. */
+template <typename F> static stat2 time_calls_us(F f, int reps, cudaStream_t st, int n)
 {
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-    for (int w = 0; w < 3; w++)
-        f(w);
-    CK(cudaStreamSynchronize(st));
-    double *us = (double *)malloc(reps * sizeof(double));
-    for (int r = 0; r < reps; r++) {
-        CK(cudaEventRecord(a, st));
-        f(r);
-        CK(cudaEventRecord(b, st));
-        CK(cudaEventSynchronize(b));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, a, b));
-        us[r] = ms * 1e3;
-    }
-    stat2 s = {bu_quantile(us, reps, 0.5), bu_quantile(us, reps, 0.99)};
-    free(us);
-    CK(cudaEventDestroy(a));
-    CK(cudaEventDestroy(b));
-    return s;
-}
-
-/* Per-call time of N = 20 calls issued back to back between two events (median over reps):
- * the host's launch cost overlaps the previous call, as in a decode step that launches one
- * layer after another. time_us (events around ONE call) includes it. */
-template <typename F> static double time_b2b_us(F f, int reps, cudaStream_t st)
-{
-    const int n = 20;
     cudaEvent_t a, b;
     CK(cudaEventCreate(&a));
     CK(cudaEventCreate(&b));
@@ -124,11 +98,23 @@ template <typename F> static double time_b2b_us(F f, int reps, cudaStream_t st)
         CK(cudaEventElapsedTime(&ms, a, b));
         us[r] = ms * 1e3 / n;
     }
-    const double med = bu_quantile(us, reps, 0.5);
+    stat2 s = {bu_quantile(us, reps, 0.5), bu_quantile(us, reps, 0.99)};
     free(us);
     CK(cudaEventDestroy(a));
     CK(cudaEventDestroy(b));
-    return med;
+    return s;
+}
+
+/* One call between the events (f(r) for rep r). */
+template <typename F> static stat2 time_us(F f, int reps, cudaStream_t st)
+{
+    return time_calls_us(f, reps, st, 1);
+}
+
+/* Per-call median of N = 20 calls back to back. */
+template <typename F> static double time_b2b_us(F f, int reps, cudaStream_t st)
+{
+    return time_calls_us(f, reps, st, 20).med_us;
 }
 
 static void fill(void *p, size_t n_elems, uint32_t seed, cudaStream_t st)
